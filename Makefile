@@ -1,0 +1,62 @@
+# Every workflow of the repository. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export STEMKUBE_TOOLS_BIN ?= $(CURDIR)/.cache/bin
+
+COMPONENTS := api operator separator-image
+VENV_INPUTS := requirements-dev.txt $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: venv ## run the service in local mode on http://localhost:8000
+	$(VENV)/bin/stemkube-api --local
+
+.PHONY: venv
+venv: $(VENV)/.installed ## the development virtual environment (.venv), components in editable mode
+
+$(VENV)/.installed: $(VENV_INPUTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "make venv: need Python 3.11 as $(PYTHON) (set PYTHON=...)"; exit 1; }
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
+	  $(foreach c,$(COMPONENTS),-e ./$(c))
+	touch $@
+
+.PHONY: tools
+tools: ## build the test tier's binaries into .cache/bin (no-op when fresh)
+	tools/build.sh
+
+.PHONY: lint
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: test
+test: venv tools lint ## everything CI runs: lint, unit and integration tests
+	$(VENV)/bin/pytest tests/unit tests/integration
+
+.PHONY: test-unit
+test-unit: venv ## unit tests only (milliseconds, no tools needed)
+	$(VENV)/bin/pytest tests/unit
+
+.PHONY: test-integration
+test-integration: venv tools ## integration tests against the real control plane and MinIO
+	$(VENV)/bin/pytest tests/integration
+
+.PHONY: clean
+clean: ## remove the virtual environment and caches (keeps the built tools)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-logs
+
+.PHONY: clean-tools
+clean-tools: ## remove the built tools (the next make tools is a cold build)
+	rm -rf .cache/bin

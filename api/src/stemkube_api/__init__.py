@@ -1,0 +1,3 @@
+"""stemkube REST API and client."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""stemkube operator."""
+
+__version__ = "0.1.0"

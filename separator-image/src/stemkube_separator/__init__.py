@@ -1,0 +1,3 @@
+"""stemkube separator."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,209 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler, each a process of the binaries built by ``make tools``."""
+
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.harness import procs
+from tests.harness.pki import Pki, create_pki
+from tests.harness.tools import tool
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` Service
+
+# The controllers a test of ours relies on, by their kube-controller-manager names. The
+# node-lifecycle controller is on so that a Node is Ready only while it keeps a heartbeat.
+CONTROLLERS = (
+    "job-controller",
+    "cronjob-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "namespace-controller",
+    "node-lifecycle-controller",
+    "pod-garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "disruption-controller",
+)
+
+
+@dataclass
+class ControlPlane:
+    server: str
+    kubeconfig: Path
+    pki: Pki
+    processes: list[procs.Process] = field(default_factory=list)
+
+    def stop(self) -> None:
+        # Dependants first: etcd goes last so the others can shut down cleanly.
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    def log_tails(self) -> str:
+        return "\n\n".join(f"== {p.name} ==\n{p.log_tail()}" for p in self.processes)
+
+
+def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stemkube-test",
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(pki.admin_cert),
+                    "client-key": str(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "admin", "context": {"cluster": "stemkube-test", "user": "admin"}}],
+        "current-context": "admin",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+def _https_ok(url: str, pki: Pki | None) -> bool:
+    if pki is None:
+        # kube-controller-manager and kube-scheduler serve /healthz with a self-signed cert.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        return bool(response.status == 200)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bool(response.status == 200)
+
+
+def start_etcd(workdir: Path, log_dir: Path) -> tuple[procs.Process, str]:
+    client_port, peer_port = procs.free_port(), procs.free_port()
+    client_url = f"http://127.0.0.1:{client_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    proc = procs.start(
+        "etcd",
+        [
+            tool("etcd"),
+            "--name=default",
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            # Tests throw the data away: skipping fsync makes every write far cheaper.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+        log_dir,
+    )
+    procs.wait_ready(proc, lambda: _http_ok(f"{client_url}/health"), timeout=60)
+    return proc, client_url
+
+
+def start_control_plane(workdir: Path, log_dir: Path) -> ControlPlane:
+    workdir.mkdir(parents=True, exist_ok=True)
+    pki = create_pki(workdir / "pki", SERVICE_IP)
+    plane = ControlPlane(server="", kubeconfig=workdir / "admin.kubeconfig", pki=pki)
+    try:
+        etcd, etcd_url = start_etcd(workdir, log_dir)
+        plane.processes.append(etcd)
+
+        api_port = procs.free_port()
+        plane.server = f"https://127.0.0.1:{api_port}"
+        apiserver = procs.start(
+            "kube-apiserver",
+            [
+                tool("kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--v=1",
+            ],
+            log_dir,
+        )
+        plane.processes.append(apiserver)
+        procs.wait_ready(apiserver, lambda: _https_ok(f"{plane.server}/readyz", pki), timeout=120)
+        write_kubeconfig(plane.kubeconfig, plane.server, pki)
+
+        cm_port = procs.free_port()
+        controller_manager = procs.start(
+            "kube-controller-manager",
+            [
+                tool("kube-controller-manager"),
+                f"--kubeconfig={plane.kubeconfig}",
+                f"--authentication-kubeconfig={plane.kubeconfig}",
+                f"--authorization-kubeconfig={plane.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                f"--cert-dir={workdir / 'controller-manager-certs'}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--v=1",
+            ],
+            log_dir,
+        )
+        plane.processes.append(controller_manager)
+
+        sched_port = procs.free_port()
+        scheduler = procs.start(
+            "kube-scheduler",
+            [
+                tool("kube-scheduler"),
+                f"--kubeconfig={plane.kubeconfig}",
+                f"--authentication-kubeconfig={plane.kubeconfig}",
+                f"--authorization-kubeconfig={plane.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--cert-dir={workdir / 'scheduler-certs'}",
+                "--v=1",
+            ],
+            log_dir,
+        )
+        plane.processes.append(scheduler)
+        procs.wait_ready(
+            controller_manager,
+            lambda: _https_ok(f"https://127.0.0.1:{cm_port}/healthz", None),
+            timeout=60,
+        )
+        procs.wait_ready(
+            scheduler,
+            lambda: _https_ok(f"https://127.0.0.1:{sched_port}/healthz", None),
+            timeout=60,
+        )
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
