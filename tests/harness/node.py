@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.harness.waiting import wait_for
+
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10.0
@@ -104,6 +106,13 @@ class NodeHeartbeat:
         )
         self._renew_lease()
         self._thread.start()
+        # Admission taints a new Node not-ready; the node-lifecycle controller lifts the taint
+        # once it sees the Ready condition. Until then nothing is scheduled here.
+        wait_for(self._schedulable, 60, f"node {self.spec.name} untainted")
+
+    def _schedulable(self) -> bool:
+        node = self._core.read_node(self.spec.name)
+        return not any(t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or [])
 
     def stop(self) -> None:
         self._stop.set()

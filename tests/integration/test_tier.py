@@ -237,7 +237,11 @@ def test_deleting_a_pod_kills_its_process(cluster: Cluster, namespace: str, tmp_
         "spec": {
             "restartPolicy": "Never",
             "containers": [
-                {"name": "main", "image": PYTHON_IMAGE, "command": ["python3", "-c", script]}
+                {
+                    "name": "main",
+                    "image": PYTHON_IMAGE,
+                    "command": ["python3", "-c", textwrap.dedent(script)],
+                }
             ],
         },
     }
@@ -247,7 +251,7 @@ def test_deleting_a_pod_kills_its_process(cluster: Cluster, namespace: str, tmp_
         30,
         "pod runs",
     )
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text() or None, 30, "pid"))
+    pid = int(wait_for(lambda: (pid_file.exists() and pid_file.read_text()) or None, 30, "pid"))
 
     core.delete_namespaced_pod("sleeper", namespace)
 
