@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.harness.fixtures"]
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.stemkube", "tests.harness.separator_fixtures"]

@@ -1,0 +1,111 @@
+"""The operator's configuration, read once from the environment (the Helm chart sets it)."""
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    separator_image: str = "stemkube/separator:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str = "stemkube-separator"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_count: int = 1
+    cpu_request: str = "2"
+    memory_request: str = "8Gi"
+    memory_limit: str | None = None
+    shm_size: str = "2Gi"
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    runtime_class: str | None = None
+    priority_class: str | None = None
+    # Storage: the Secret the separator pods read their S3 credentials from.
+    storage_secret: str = "stemkube-storage"
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # A PersistentVolumeClaim of model weights, mounted read-only at /models.
+    model_cache_claim: str | None = None
+    # Where the separator finds models in Demucs's local-repo format (--model-repo): a path in
+    # the image (weights baked in) or /models with the cache claim. None: the Demucs hub/cache.
+    model_repo: str | None = None
+    backoff_limit: int = 3
+    active_deadline_seconds: int = 3600
+    ttl_seconds_after_finished: int = 86400
+    max_running: int = 0  # 0: no limit
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    resync_seconds: float = 10.0
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _json(env: Mapping[str, str], name: str, kind: type) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} must be JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a JSON {kind.__name__}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
+    env = os.environ if env is None else env
+    defaults = OperatorConfig()
+    tolerations = _json(env, "STEMKUBE_TOLERATIONS", list)
+    return OperatorConfig(
+        separator_image=env.get("STEMKUBE_SEPARATOR_IMAGE", defaults.separator_image),
+        image_pull_policy=env.get("STEMKUBE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+        image_pull_secrets=_list(env, "STEMKUBE_IMAGE_PULL_SECRETS"),
+        service_account=env.get("STEMKUBE_SEPARATOR_SERVICE_ACCOUNT", defaults.service_account),
+        gpu_resource=env.get("STEMKUBE_GPU_RESOURCE", defaults.gpu_resource),
+        gpu_count=_int(env, "STEMKUBE_GPU_COUNT", defaults.gpu_count),
+        cpu_request=env.get("STEMKUBE_CPU_REQUEST", defaults.cpu_request),
+        memory_request=env.get("STEMKUBE_MEMORY_REQUEST", defaults.memory_request),
+        memory_limit=env.get("STEMKUBE_MEMORY_LIMIT") or None,
+        shm_size=env.get("STEMKUBE_SHM_SIZE", defaults.shm_size),
+        node_selector=_json(env, "STEMKUBE_NODE_SELECTOR", dict),
+        tolerations=tuple(tolerations),
+        runtime_class=env.get("STEMKUBE_RUNTIME_CLASS") or None,
+        priority_class=env.get("STEMKUBE_PRIORITY_CLASS") or None,
+        storage_secret=env.get("STEMKUBE_STORAGE_SECRET", defaults.storage_secret),
+        s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        model_cache_claim=env.get("STEMKUBE_MODEL_CACHE_CLAIM") or None,
+        model_repo=env.get("STEMKUBE_MODEL_REPO")
+        or ("/models" if env.get("STEMKUBE_MODEL_CACHE_CLAIM") else None),
+        backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
+        active_deadline_seconds=_int(
+            env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1
+        ),
+        ttl_seconds_after_finished=_int(
+            env, "STEMKUBE_TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished
+        ),
+        max_running=_int(env, "STEMKUBE_MAX_RUNNING", defaults.max_running),
+        namespaces=_list(env, "STEMKUBE_NAMESPACES"),
+    )

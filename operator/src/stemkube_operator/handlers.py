@@ -1,0 +1,123 @@
+"""The Kopf handlers: every trigger ends in the same level-based sync (reconcile.py).
+
+A SeparationJob is synced when it is created or the operator resumes, when its Job or one of
+its pods changes, and every few seconds while it is unfinished (the safety net for anything
+missed, and how a queued job notices a free slot). Finished ones are checked for their TTL.
+"""
+
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any, cast
+
+import kopf
+
+from stemkube_operator.reconcile import Runtime, expire, reconcile, remove_objects
+from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
+from stemkube_operator.status import TERMINAL
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "stemkube.io/cleanup"
+RESYNC_SECONDS = 5.0
+EXPIRY_CHECK_SECONDS = 5.0
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Kopf's own bookkeeping in annotations: our status schema declares only our fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="stemkube.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="stemkube.io", key="last-handled-configuration"
+    )
+    # A watch that dies silently is Kopf's most reported failure: bound every wait.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = 360
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+def _post(cr: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    # Kopf posts events for any object with metadata, not only the Body it hands out.
+    kopf.event(cast(kopf.Body, cr), type=kind, reason=reason, message=message)
+
+
+def _everyone(index: Any) -> Iterable[dict[str, Any]]:
+    for store in list(index.values()):
+        yield from list(store)
+
+
+def _unfinished(status: Any, **_: Any) -> bool:
+    return (status or {}).get("phase") not in TERMINAL
+
+
+def _finished(status: Any, **_: Any) -> bool:
+    return (status or {}).get("phase") in TERMINAL
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def separation_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every SeparationJob's metadata and status, kept current by the watch: the admission
+    queue reads it instead of listing the cluster on every sync."""
+    cr = {"metadata": dict(body.metadata), "status": dict(body.status)}
+    phase = cr["status"].get("phase")
+    if phase:
+        _runtime(memo).phases.observe(body.metadata["uid"], phase)
+    return {(body.metadata["namespace"], body.metadata["name"]): cr}
+
+
+def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, Any]) -> None:
+    # Kopf hands an index to every handler as a keyword named after the index function.
+    index = kwargs["separation_jobs"]
+    if namespace and name:
+        reconcile(_runtime(memo), namespace, name, lambda: _everyone(index), _post)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def on_separation_job(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _sync(memo, namespace, name, kwargs)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, when=_unfinished)
+def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _sync(memo, namespace, name, kwargs)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})
+def on_job(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    _sync(memo, namespace, body.metadata.annotations.get(NAME_ANNOTATION), kwargs)
+
+
+@kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
+def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    _sync(memo, namespace, body.metadata.annotations.get(NAME_ANNOTATION), kwargs)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=EXPIRY_CHECK_SECONDS, when=_finished)
+def expire_finished(body: kopf.Body, memo: Any, **_: Any) -> None:
+    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    if expire(_runtime(memo), cr, datetime.datetime.now(datetime.UTC)):
+        log.info("deleted %s/%s: past its TTL", body.metadata.namespace, body.metadata.name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, retries=10, backoff=3)
+def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Runs before Kubernetes lets the SeparationJob go (Kopf holds it with FINALIZER). Its Job
+    and pods go by the owner reference cascade; its files go here."""
+    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec)}
+    remove_objects(_runtime(memo), cr)

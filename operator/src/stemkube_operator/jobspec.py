@@ -1,0 +1,218 @@
+"""SeparationJob -> batch/v1 Job manifest. Pure: plain dicts in, a plain dict out."""
+
+from typing import Any
+
+from stemkube_operator.config import OperatorConfig
+from stemkube_operator.resource import (
+    API_VERSION,
+    CONTAINER,
+    EXIT_INVALID_INPUT,
+    EXIT_USAGE,
+    KIND,
+    MANAGED_BY,
+    NAME_ANNOTATION,
+    NAME_LABEL,
+    UID_LABEL,
+    job_name,
+)
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+DEFAULT_BITRATE = 320
+RUN_AS = 10001  # the separator image's non-root user
+MODEL_MOUNT = "/models"  # where the model weights cache volume is mounted
+
+
+def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
+    """The separator's command line (after its entrypoint) for this SeparationJob."""
+    spec = cr["spec"]
+    meta = cr["metadata"]
+    source, target = spec["input"], spec["output"]
+    fmt = spec.get("format", "mp3")
+    args = [
+        f"s3://{source['bucket']}/{source['key']}",
+        f"s3://{target['bucket']}/{target['key']}",
+        f"--model={spec.get('model', 'htdemucs')}",
+        f"--format={fmt}",
+        f"--shifts={spec.get('shifts', 1)}",
+        f"--overlap={spec.get('overlap', 0.25)}",
+        f"--progress-cr={meta['namespace']}/{meta['name']}",
+        f"--job-id={meta['name']}",
+    ]
+    if spec.get("twoStems"):
+        args.append(f"--two-stems={spec['twoStems']}")
+    elif spec.get("stems"):
+        args.append(f"--stems={','.join(spec['stems'])}")
+    if fmt == "mp3":
+        args.append(f"--bitrate={spec.get('bitrate', DEFAULT_BITRATE)}")
+    if fmt == "wav" and spec.get("wavDepth"):
+        args.append(f"--wav-depth={spec['wavDepth']}")
+    if config.model_repo:
+        args.append(f"--model-repo={config.model_repo}")
+    return args
+
+
+def _env(config: OperatorConfig) -> list[dict[str, Any]]:
+    def secret(name: str, key: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": config.storage_secret, "key": key}},
+        }
+
+    env: list[dict[str, Any]] = [
+        secret("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        secret("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # Caches and temporary files go to the writable emptyDir: the root filesystem is read-only.
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if config.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
+    if config.s3_region:
+        env.append({"name": "AWS_REGION", "value": config.s3_region})
+    return env
+
+
+def _resources(config: OperatorConfig) -> dict[str, Any]:
+    requests = {"cpu": config.cpu_request, "memory": config.memory_request}
+    limits: dict[str, str] = {}
+    if config.memory_limit:
+        limits["memory"] = config.memory_limit
+    if config.gpu_count > 0:
+        # Extended resources are set in limits (requests default to them and may not differ).
+        limits[config.gpu_resource] = str(config.gpu_count)
+    resources: dict[str, Any] = {"requests": requests}
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if config.model_cache_claim:
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": config.model_cache_claim}}
+        )
+        mounts.append({"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def labels_for(cr: dict[str, Any]) -> dict[str, str]:
+    meta = cr["metadata"]
+    return {
+        "app.kubernetes.io/name": "stemkube",
+        "app.kubernetes.io/component": "separator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        NAME_LABEL: job_name(meta["name"]),
+        UID_LABEL: meta["uid"],
+    }
+
+
+def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    """The one Job that runs this SeparationJob's separation."""
+    meta, spec = cr["metadata"], cr["spec"]
+    labels = labels_for(cr)
+    volumes, mounts = _volumes(config)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": config.separator_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": separator_args(cr, config),
+        "env": _env(config),
+        "resources": _resources(config),
+        "volumeMounts": mounts,
+        # A crash without a message still tells its last lines.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # podFailurePolicy requires it
+        "serviceAccountName": config.service_account,
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if config.node_selector:
+        pod_spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in config.tolerations]
+    if config.runtime_class:
+        pod_spec["runtimeClassName"] = config.runtime_class
+    priority_class = spec.get("priorityClassName") or config.priority_class
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
+
+    pod_labels = {**spec.get("labels", {}), **labels}  # ours win: they link the pod to its job
+    job_labels = dict(labels)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": config.backoff_limit,
+        "activeDeadlineSeconds": spec.get("activeDeadlineSeconds", config.active_deadline_seconds),
+        "ttlSecondsAfterFinished": spec.get(
+            "ttlSecondsAfterFinished", config.ttl_seconds_after_finished
+        ),
+        "podFailurePolicy": {
+            "rules": [
+                # Bad input or a bad command line: another attempt gives the same answer.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_USAGE, EXIT_INVALID_INPUT],
+                    },
+                },
+                # Preemption, node drain, eviction: not the separation's fault.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {**spec.get("annotations", {}), NAME_ANNOTATION: meta["name"]},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if spec.get("queueName"):
+        job_labels[KUEUE_QUEUE_LABEL] = spec["queueName"]
+        job_spec["suspend"] = True  # Kueue admits it by unsuspending
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": job_labels,
+            "annotations": {NAME_ANNOTATION: meta["name"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,80 @@
+"""The Kubernetes API calls the operator makes, on plain dicts (camelCase, as the API speaks)."""
+
+import json
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from stemkube_operator.resource import GROUP, PLURAL, UID_LABEL, VERSION
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self._objects = client.CustomObjectsApi(api)
+        self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
+
+    def read_separation_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            cr: dict[str, Any] = self._objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cr
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    def delete_separation_job(self, namespace: str, name: str, uid: str) -> None:
+        try:
+            self._objects.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body={"preconditions": {"uid": uid}}
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(self._batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Creates the Job, or returns the one that exists: a retried or repeated creation (after
+        an operator restart, say) is not an error."""
+        meta = manifest["metadata"]
+        try:
+            return _json(
+                self._batch.create_namespaced_job(
+                    meta["namespace"], manifest, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.read_job(meta["namespace"], meta["name"])
+        if existing is None:  # deleted between our create and read: the next sync creates it
+            raise RuntimeError(f"job {meta['namespace']}/{meta['name']} vanished while created")
+        return existing
+
+    def list_pods(self, namespace: str, owner_uid: str) -> list[dict[str, Any]]:
+        response = self._core.list_namespaced_pod(
+            namespace, label_selector=f"{UID_LABEL}={owner_uid}", _preload_content=False
+        )
+        items: list[dict[str, Any]] = _json(response).get("items", [])
+        return items

@@ -1,0 +1,294 @@
+"""What a SeparationJob's status should say, from what its Job and pods say. Pure: the caller
+reads the objects (plain dicts, as the API returns them) and writes the result.
+
+Level-based: the answer depends only on the objects as they are now, never on which event
+arrived, so a missed or repeated event, or a restarted operator, reaches the same status.
+"""
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from stemkube_operator.resource import CONTAINER, EXIT_INVALID_INPUT, EXIT_TRANSIENT, EXIT_USAGE
+
+PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
+TERMINAL = (COMPLETED, FAILED)
+
+FOUR_STEMS = ("vocals", "drums", "bass", "other")
+MODEL_STEMS = {"htdemucs_6s": (*FOUR_STEMS, "guitar", "piano")}
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw of a SeparationJob's world."""
+
+    job: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    # None: the job may run (no limit, or a slot is free); n: n separations are ahead of it.
+    queued_ahead: int | None = None
+    result_size: int | None = None
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def human_duration(seconds: float) -> str:
+    """Like kubectl's: 45s, 3m12s, 2h5m."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def output_stems(spec: dict[str, Any]) -> list[str]:
+    if spec.get("twoStems"):
+        return [spec["twoStems"], f"no_{spec['twoStems']}"]
+    if spec.get("stems"):
+        return list(spec["stems"])
+    return list(MODEL_STEMS.get(spec.get("model", "htdemucs"), FOUR_STEMS))
+
+
+def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not pods:
+        return None
+    return max(
+        pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])
+    )
+
+
+def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            return dict(status)
+    return {}
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    state = _container_status(pod).get("state") or {}
+    terminated = state.get("terminated")
+    return dict(terminated) if terminated else None
+
+
+def _last_failure(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    failed = [p for p in pods if (_terminated(p) or {}).get("exitCode", 0) != 0]
+    newest = _newest(failed)
+    return _terminated(newest) if newest else None
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _attempts(job: dict[str, Any], pods: list[dict[str, Any]]) -> int:
+    """Pods the Job ran: its counters, or the pods themselves while the Job controller has yet
+    to count a finished one (it tracks them as uncounted for a moment)."""
+    status = job.get("status") or {}
+    counted = sum(int(status.get(k) or 0) for k in ("failed", "succeeded", "active"))
+    return max(counted, len(pods))
+
+
+def failure(
+    job: dict[str, Any], pods: list[dict[str, Any]], spec: dict[str, Any]
+) -> tuple[str, str]:
+    """(reason, message) for a failed Job: the separator's own words where it left any."""
+    job_failed = _condition(job, "Failed") or {}
+    job_reason = job_failed.get("reason") or "JobFailed"
+    terminated = _last_failure(pods)
+    attempts = _attempts(job, pods)
+    said = _one_line(terminated.get("message", "")) if terminated else ""
+    if job_reason == "DeadlineExceeded":
+        limit = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        message = f"the separation did not finish within activeDeadlineSeconds ({limit}s)"
+        return "DeadlineExceeded", f"{message}; last error: {said}" if said else message
+    if terminated is None:
+        return job_reason, job_failed.get("message") or "the separation Job failed"
+    code = terminated.get("exitCode")
+    if code == EXIT_INVALID_INPUT:
+        return "InvalidInput", said or "the input file could not be read as audio"
+    if code == EXIT_USAGE:
+        return "InvalidArguments", said or "the separator refused its arguments"
+    if terminated.get("reason") == "OOMKilled":
+        return "OutOfMemory", (
+            f"the separator ran out of memory after {attempts} attempt(s); "
+            "raise the separator's memory limit or use a shorter --segment"
+        )
+    if code == EXIT_TRANSIENT:
+        return (
+            "TransientError",
+            f"failed {attempts} time(s); last error: {said or 'storage or network'}",
+        )
+    detail = said or f"exit code {code}"
+    return "SeparatorError", f"failed {attempts} time(s); last error: {detail}"
+
+
+def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            return reason, condition.get("message") or "waiting for a node with a free GPU"
+    waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+    reason = waiting.get("reason")
+    if reason in IMAGE_PULL_REASONS:
+        return reason, waiting.get("message") or "cannot pull the separator image"
+    if reason == "CreateContainerConfigError":
+        return reason, waiting.get(
+            "message"
+        ) or "the pod's configuration refers to something missing"
+    if reason in ("ContainerCreating", "PodInitializing"):
+        return "ContainerCreating", "pulling the separator image and starting the container"
+    if (pod.get("spec") or {}).get("nodeName"):
+        return "ContainerCreating", "starting on its node"
+    return "Scheduling", "waiting for the scheduler"
+
+
+def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, str, str]:
+    job = observed.job
+    if job is None:
+        if observed.queued_ahead is not None:
+            ahead = observed.queued_ahead
+            return (
+                PENDING,
+                "Queued",
+                (
+                    "waiting for a free slot (the next to start)"
+                    if ahead == 0
+                    else f"waiting for a free slot; {ahead} separation(s) ahead"
+                ),
+            )
+        return PENDING, "Creating", "creating the separation Job"
+    if _condition(job, "Complete"):
+        return COMPLETED, "Completed", "stems are ready"
+    if _condition(job, "Failed"):
+        reason, message = failure(job, observed.pods, cr["spec"])
+        return FAILED, reason, message
+    if (job.get("spec") or {}).get("suspend"):
+        queue = cr["spec"].get("queueName", "")
+        return PENDING, "Queued", f"waiting for Kueue to admit the Job (queue {queue})"
+    pod = _newest(observed.pods)
+    if pod is None:
+        return PENDING, "Starting", "the Job is creating its pod"
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Running":
+        attempt = _attempts(job, observed.pods)
+        return (
+            RUNNING,
+            "Running",
+            "separating" if attempt <= 1 else f"separating (attempt {attempt})",
+        )
+    if phase == "Pending":
+        reason, message = _pending_reason(pod)
+        return PENDING, reason, message
+    # The newest pod ended but the Job has not concluded: the Job controller is about to retry.
+    said = _one_line((_terminated(pod) or {}).get("message", ""))
+    return RUNNING, "Retrying", f"attempt failed ({said or 'no message'}); retrying"
+
+
+def _conditions(
+    old: list[dict[str, Any]],
+    phase: str,
+    reason: str,
+    message: str,
+    job_exists: bool,
+    now: str,
+    generation: int,
+) -> list[dict[str, Any]]:
+    wanted = {
+        "Admitted": (job_exists, "JobCreated" if job_exists else reason),
+        "Running": (phase == RUNNING, reason),
+        "Complete": (phase == COMPLETED, reason),
+        "Failed": (phase == FAILED, reason),
+    }
+    previous = {c["type"]: c for c in old}
+    result = []
+    for kind, (is_true, why) in wanted.items():
+        status = "True" if is_true else "False"
+        before = previous.get(kind)
+        changed = before is None or before.get("status") != status
+        result.append(
+            {
+                "type": kind,
+                "status": status,
+                "reason": why,
+                "message": message if is_true or kind == "Admitted" else "",
+                "lastTransitionTime": now
+                if changed or before is None
+                else before["lastTransitionTime"],
+                "observedGeneration": generation,
+            }
+        )
+    return result
+
+
+def desired_status(
+    cr: dict[str, Any], observed: Observed, now: datetime.datetime
+) -> dict[str, Any]:
+    """The status fields the operator owns, as a merge patch. ``progress`` while running belongs
+    to the separator and is left out; a finished status never changes again."""
+    old: dict[str, Any] = dict(cr.get("status") or {})
+    if old.get("phase") in TERMINAL:
+        return {}
+    stamp = rfc3339(now)
+    generation = int(cr["metadata"].get("generation") or 1)
+    phase, reason, message = _phase_reason_message(cr, observed)
+    job = observed.job
+    status: dict[str, Any] = {
+        "phase": phase,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": _conditions(
+            old.get("conditions") or [], phase, reason, message, job is not None, stamp, generation
+        ),
+    }
+    if job is not None:
+        status["jobName"] = job["metadata"]["name"]
+        status["attempts"] = _attempts(job, observed.pods)
+    if phase == PENDING and "progress" not in old:
+        status["progress"] = 0
+    start = old.get("startTime")
+    if phase in (RUNNING, *TERMINAL) and not start:
+        start = (job or {}).get("status", {}).get("startTime") or stamp
+        status["startTime"] = start
+    if phase in TERMINAL:
+        finished = ((job or {}).get("status") or {}).get("completionTime") or stamp
+        status["completionTime"] = finished
+        began = parse_time(start) or parse_time(cr["metadata"].get("creationTimestamp"))
+        ended = parse_time(finished)
+        if began and ended:
+            status["duration"] = human_duration((ended - began).total_seconds())
+    if phase == COMPLETED:
+        spec = cr["spec"]
+        status["progress"] = 100
+        status["result"] = {
+            "bucket": spec["output"]["bucket"],
+            "key": spec["output"]["key"],
+            "stems": output_stems(spec),
+        }
+        if observed.result_size is not None:
+            status["result"]["size"] = observed.result_size
+    return status
+
+
+def changed_fields(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``patch`` that differs from ``old``: nothing to write when it is empty."""
+    return {k: v for k, v in patch.items() if old.get(k) != v}

@@ -1,0 +1,176 @@
+"""Fixtures for stemkube on the integration tier: the real CRD, a namespace set up as the Helm
+chart sets one up (storage Secret, the separator's ServiceAccount and its RBAC), a tiny model
+repository, and operator processes started from the installed ``stemkube-operator``."""
+
+import base64
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.harness import procs
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.tools import REPO_ROOT, tool
+
+CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
+SEPARATOR_IMAGE = "stemkube/separator:dev"
+STORAGE_SECRET = "stemkube-storage"
+SEPARATOR_ACCOUNT = "stemkube-separator"
+GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
+
+
+def kubectl(cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(tool("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def separation_crd(cluster: Cluster) -> None:
+    """The repository's CRD file, applied as a user would."""
+    kubectl(cluster, "apply", "-f", str(CRD_PATH))
+    kubectl(cluster, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}")
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random-weight models under the real names, in Demucs's local-repo format."""
+    from tests.harness.tiny_model import build_repo  # torch is slow to import: only when needed
+
+    return build_repo(tmp_path_factory.mktemp("models"), names=("htdemucs", "htdemucs_6s"))
+
+
+@pytest.fixture
+def stemkube_namespace(
+    cluster: Cluster, namespace: str, minio_server: MinioServer, separation_crd: None
+) -> str:
+    """A namespace ready for SeparationJobs: storage credentials, and the separator's
+    ServiceAccount allowed to write progress (what the chart installs)."""
+    core, rbac = client.CoreV1Api(cluster.api), client.RbacAuthorizationV1Api(cluster.api)
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": STORAGE_SECRET},
+            "data": {
+                "AWS_ACCESS_KEY_ID": base64.b64encode(minio_server.access_key.encode()).decode(),
+                "AWS_SECRET_ACCESS_KEY": base64.b64encode(
+                    minio_server.secret_key.encode()
+                ).decode(),
+            },
+        },
+    )
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": SEPARATOR_ACCOUNT}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": SEPARATOR_ACCOUNT},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [f"{PLURAL}/status"],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": SEPARATOR_ACCOUNT},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": SEPARATOR_ACCOUNT,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": SEPARATOR_ACCOUNT, "namespace": namespace}
+            ],
+        },
+    )
+    return namespace
+
+
+@dataclass
+class Operator:
+    process: procs.Process
+    port: int
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to tidy up, as when its node dies."""
+        self.process.popen.kill()
+        self.process.popen.wait(timeout=10)
+
+
+OperatorFactory = Callable[..., Operator]
+
+
+@pytest.fixture
+def start_operator(
+    cluster: Cluster,
+    minio_server: MinioServer,
+    model_repo: Path,
+    stemkube_namespace: str,
+    tmp_path: Path,
+) -> Iterator[OperatorFactory]:
+    """Starts ``stemkube-operator`` processes watching the test's namespace."""
+    started: list[Operator] = []
+
+    def start(wait_ready: bool = True, **env: str) -> Operator:
+        port = procs.free_port()
+        name = f"operator-{len(started)}"
+        process = procs.start(
+            name,
+            [
+                Path(sys.executable).parent / "stemkube-operator",
+                f"--namespace={stemkube_namespace}",
+                f"--port={port}",
+                f"--lease-namespace={stemkube_namespace}",
+                f"--identity={name}",
+                "--log-format=plain",
+            ],
+            tmp_path / "logs",
+            env={
+                "KUBECONFIG": str(cluster.kubeconfig),
+                "AWS_ENDPOINT_URL": minio_server.url,
+                "AWS_ACCESS_KEY_ID": minio_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
+                "STEMKUBE_SEPARATOR_IMAGE": SEPARATOR_IMAGE,
+                "STEMKUBE_MODEL_REPO": str(model_repo),
+                "STEMKUBE_CPU_REQUEST": "100m",
+                "STEMKUBE_MEMORY_REQUEST": "256Mi",
+                **env,
+            },
+        )
+        operator = Operator(process, port)
+        started.append(operator)
+        if wait_ready:
+            procs.wait_ready(process, operator.ready, timeout=60)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.process.stop()

@@ -1,0 +1,384 @@
+"""The operator against the real control plane: real Job controller and scheduler, the real
+separator (tiny model) run by the pod runner, the real MinIO."""
+
+import contextlib
+import io
+import itertools
+import threading
+import time
+import zipfile
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from minio import Minio
+from minio.error import S3Error
+
+from tests.harness.audio import sine_wav
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+UID_LABEL = "stemkube.io/separation-job-uid"
+
+
+def upload(s3: Minio, bucket: str, key: str, data: bytes) -> None:
+    s3.put_object(bucket, key, io.BytesIO(data), len(data))
+
+
+def exists(s3: Minio, bucket: str, key: str) -> bool:
+    try:
+        s3.stat_object(bucket, key)
+    except S3Error as exc:
+        if exc.code == "NoSuchKey":
+            return False
+        raise
+    return True
+
+
+def create(cluster: Cluster, namespace: str, name: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SeparationJob",
+        "metadata": {"name": name},
+        "spec": {
+            "input": {"bucket": bucket, "key": f"inputs/{name}/song.wav", "filename": "song.wav"},
+            "output": {"bucket": bucket, "key": f"results/{name}.zip"},
+            **spec,
+        },
+    }
+    created: dict[str, Any] = client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+    return created
+
+
+def read(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    cr: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return cr
+
+
+def wait_phase(
+    cluster: Cluster, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 120
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        cr = read(cluster, namespace, name)
+        return cr if (cr.get("status") or {}).get("phase") in phases else None
+
+    return wait_for(reached, timeout, f"{name} reaches {phases}")
+
+
+def jobs_of(cluster: Cluster, namespace: str, uid: str) -> list[client.V1Job]:
+    batch = client.BatchV1Api(cluster.api)
+    return list(batch.list_namespaced_job(namespace, label_selector=f"{UID_LABEL}={uid}").items)
+
+
+def pods_of(cluster: Cluster, namespace: str, uid: str) -> list[client.V1Pod]:
+    core = client.CoreV1Api(cluster.api)
+    return list(core.list_namespaced_pod(namespace, label_selector=f"{UID_LABEL}={uid}").items)
+
+
+def events_of(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    core = client.CoreV1Api(cluster.api)
+    events = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=SeparationJob"
+    ).items
+    return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+
+class ProgressWatch:
+    """Records every status.progress value seen while a job runs."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._args = (cluster, namespace, name)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(ApiException):
+                value = (read(*self._args).get("status") or {}).get("progress")
+                if value is not None and (not self.seen or self.seen[-1] != value):
+                    self.seen.append(value)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def gone(read_fn: Any) -> bool:
+    try:
+        read_fn()
+    except ApiException as exc:
+        return bool(exc.status == 404)
+    return False
+
+
+def test_separation_job_completes_with_stems_in_storage(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    operator = start_operator()
+    upload(s3, bucket, "inputs/song-1/song.wav", sine_wav(2.0))
+    created = create(cluster, namespace, "song-1", bucket)
+    progress = ProgressWatch(cluster, namespace, "song-1")
+
+    cr = wait_phase(cluster, namespace, "song-1", ("Completed", "Failed"))
+    progress.stop()
+    status = cr["status"]
+    assert status["phase"] == "Completed", status
+    assert status["progress"] == 100
+    assert status["jobName"] == "song-1"
+    assert status["attempts"] == 1
+    assert status["observedGeneration"] == 1
+    assert status["startTime"] <= status["completionTime"]
+    result = status["result"]
+    assert (result["bucket"], result["key"]) == (bucket, "results/song-1.zip")
+    assert result["stems"] == ["vocals", "drums", "bass", "other"]
+    archive = s3.get_object(bucket, "results/song-1.zip").read()
+    assert result["size"] == len(archive)
+    members = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
+    assert members == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "Admitted": "True",
+        "Running": "False",
+        "Complete": "True",
+        "Failed": "False",
+    }
+
+    [job] = jobs_of(cluster, namespace, created["metadata"]["uid"])
+    assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
+    [pod] = pods_of(cluster, namespace, created["metadata"]["uid"])
+    assert pod.spec.node_name == cluster.node.name
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    # The separator wrote progress through its own ServiceAccount (RBAC of the chart's shape).
+    assert "could not write progress" not in cluster.runner.logs(namespace, pod.metadata.name)
+    assert any(0 < p < 100 for p in progress.seen), progress.seen
+    assert "Completed" in wait_for(
+        lambda: (
+            "Completed" in events_of(cluster, namespace, "song-1")
+            and events_of(cluster, namespace, "song-1")
+        ),
+        10,
+        "events",
+    )
+    code, metrics = operator.get("/metrics")
+    assert code == 200
+    assert 'stemkube_separation_jobs{phase="Completed"} 1.0' in metrics
+    assert "stemkube_jobs_created_total 1.0" in metrics
+
+
+def test_invalid_audio_fails_at_once_with_the_separators_message(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    upload(s3, bucket, "inputs/bad/song.wav", b"this is a text file, not a song\n" * 100)
+    created = create(cluster, namespace, "bad", bucket)
+
+    status = wait_phase(cluster, namespace, "bad", ("Completed", "Failed"))["status"]
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "InvalidInput"
+    assert status["message"]
+    assert "BackoffLimitExceeded" not in status["message"]
+    assert len(pods_of(cluster, namespace, created["metadata"]["uid"])) == 1  # never retried
+    assert not exists(s3, bucket, "results/bad.zip")
+    wait_for(lambda: "InvalidInput" in events_of(cluster, namespace, "bad"), 10, "warning event")
+
+
+def test_transient_failure_is_retried_then_succeeds(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """The input is not in storage yet when the first attempt runs: a storage error, retried."""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    created = create(cluster, namespace, "late", bucket)
+    uid = created["metadata"]["uid"]
+
+    def first_attempt_failed() -> bool:
+        pods = pods_of(cluster, namespace, uid)
+        return any(p.status.phase == "Failed" for p in pods)
+
+    wait_for(first_attempt_failed, 90, "first attempt fails")
+    failed = next(p for p in pods_of(cluster, namespace, uid) if p.status.phase == "Failed")
+    assert failed.status.container_statuses[0].state.terminated.exit_code == 75
+    upload(s3, bucket, "inputs/late/song.wav", sine_wav(1.0))
+
+    status = wait_phase(cluster, namespace, "late", ("Completed", "Failed"), timeout=180)["status"]
+    assert status["phase"] == "Completed", status
+    [job] = jobs_of(cluster, namespace, uid)
+    assert status["attempts"] >= 2, (status, job.status)
+
+
+def test_deleting_a_running_job_cancels_it_and_removes_its_files(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    upload(s3, bucket, "inputs/long/song.wav", sine_wav(30.0))
+    created = create(cluster, namespace, "long", bucket, shifts=20)
+    uid = created["metadata"]["uid"]
+    wait_phase(cluster, namespace, "long", ("Running",))
+    [pod] = pods_of(cluster, namespace, uid)
+
+    client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "long"
+    )
+
+    wait_for(lambda: gone(lambda: read(cluster, namespace, "long")), 60, "CR deleted")
+    batch, core = client.BatchV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    wait_for(lambda: gone(lambda: batch.read_namespaced_job("long", namespace)), 60, "Job deleted")
+    wait_for(
+        lambda: gone(lambda: core.read_namespaced_pod(pod.metadata.name, namespace)),
+        60,
+        "pod deleted",
+    )
+    assert not exists(s3, bucket, "inputs/long/song.wav")
+    assert not exists(s3, bucket, "results/long.zip")
+
+
+def test_operator_killed_mid_job_leaves_one_job_and_a_correct_status(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    first = start_operator()
+    upload(s3, bucket, "inputs/restart/song.wav", sine_wav(10.0))
+    created = create(cluster, namespace, "restart", bucket, shifts=4)
+    uid = created["metadata"]["uid"]
+    wait_phase(cluster, namespace, "restart", ("Running",))
+    first.kill()
+
+    # The lease of the killed leader must expire before a new one leads: a real takeover.
+    start_operator(wait_ready=False)
+    status = wait_phase(cluster, namespace, "restart", ("Completed", "Failed"), timeout=180)[
+        "status"
+    ]
+    assert status["phase"] == "Completed", status
+    assert len(jobs_of(cluster, namespace, uid)) == 1
+    assert len(pods_of(cluster, namespace, uid)) == 1
+    assert exists(s3, bucket, "results/restart.zip")
+
+
+def test_concurrency_limit_queues_the_rest_oldest_first(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    for name in ("q1", "q2", "q3"):
+        upload(s3, bucket, f"inputs/{name}/song.wav", sine_wav(1.0))
+        create(cluster, namespace, name, bucket)
+        time.sleep(1.1)  # distinct creation times: the queue is ordered by them
+    start_operator(STEMKUBE_MAX_RUNNING="1")
+
+    def queued_behind_one() -> bool:
+        reasons = [
+            (read(cluster, namespace, n).get("status") or {}).get("reason") for n in ("q2", "q3")
+        ]
+        return reasons == ["Queued", "Queued"]
+
+    wait_for(queued_behind_one, 30, "q2 and q3 queued")
+    q3 = read(cluster, namespace, "q3")["status"]
+    assert "jobName" not in q3
+    assert "1 separation(s) ahead" in q3["message"]
+
+    finals = [
+        wait_phase(cluster, namespace, n, ("Completed", "Failed"), 180)["status"]
+        for n in ("q1", "q2", "q3")
+    ]
+    assert [s["phase"] for s in finals] == ["Completed"] * 3
+    starts = [s["startTime"] for s in finals]
+    assert starts == sorted(starts)
+    # One at a time: each started after the one before it finished.
+    for before, after in itertools.pairwise(finals):
+        assert after["startTime"] >= before["completionTime"]
+
+
+def test_finished_job_past_its_ttl_is_deleted_with_its_files(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    upload(s3, bucket, "inputs/brief/song.wav", sine_wav(1.0))
+    create(cluster, namespace, "brief", bucket, ttlSecondsAfterFinished=1)
+    wait_phase(cluster, namespace, "brief", ("Completed",))
+    wait_for(lambda: gone(lambda: read(cluster, namespace, "brief")), 60, "expired CR deleted")
+    assert not exists(s3, bucket, "results/brief.zip")
+    assert not exists(s3, bucket, "inputs/brief/song.wav")
+
+
+def test_no_free_gpu_shows_pending_unschedulable(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator(STEMKUBE_GPU_COUNT="2")  # the node has one
+    upload(s3, bucket, "inputs/big/song.wav", sine_wav(1.0))
+    create(cluster, namespace, "big", bucket)
+
+    def unschedulable() -> dict[str, Any] | None:
+        status = read(cluster, namespace, "big").get("status") or {}
+        return status if status.get("reason") == "Unschedulable" else None
+
+    status = wait_for(unschedulable, 60, "Unschedulable")
+    assert status["phase"] == "Pending"
+    assert "nvidia.com/gpu" in status["message"]
+
+
+def test_two_replicas_one_leads(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    leader = start_operator()
+    standby = start_operator(wait_ready=False)
+    time.sleep(3)
+    assert standby.get("/healthz")[0] == 200  # alive, so its liveness probe passes
+    assert standby.get("/readyz")[0] == 503
+    assert leader.ready()
+    upload(s3, bucket, "inputs/pair/song.wav", sine_wav(1.0))
+    created = create(cluster, namespace, "pair", bucket)
+    status = wait_phase(cluster, namespace, "pair", ("Completed", "Failed"))["status"]
+    assert status["phase"] == "Completed"
+    assert len(jobs_of(cluster, namespace, created["metadata"]["uid"])) == 1

@@ -1,0 +1,157 @@
+"""SeparationJob -> Job manifest."""
+
+from typing import Any
+
+import pytest
+
+from stemkube_operator.config import OperatorConfig, load_config
+from stemkube_operator.jobspec import build_job, separator_args
+from stemkube_operator.resource import EXIT_INVALID_INPUT, EXIT_USAGE, UID_LABEL, job_name
+
+
+def separation_job(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "stemkube.io/v1alpha1",
+        "kind": "SeparationJob",
+        "metadata": {"name": "job-1", "namespace": "music", "uid": "u-1", "generation": 1},
+        "spec": {
+            "input": {"bucket": "stemkube", "key": "inputs/job-1/song.mp3", "filename": "s.mp3"},
+            "output": {"bucket": "stemkube", "key": "results/job-1.zip"},
+            "model": "htdemucs",
+            "format": "mp3",
+            "shifts": 1,
+            "overlap": 0.25,
+            **spec,
+        },
+    }
+
+
+def test_defaults_give_the_original_service_output() -> None:
+    args = separator_args(separation_job(), OperatorConfig())
+    assert args[:2] == ["s3://stemkube/inputs/job-1/song.mp3", "s3://stemkube/results/job-1.zip"]
+    assert "--model=htdemucs" in args
+    assert "--format=mp3" in args
+    assert "--bitrate=320" in args
+    assert "--progress-cr=music/job-1" in args
+    assert not any(a.startswith(("--stems", "--two-stems")) for a in args)
+
+
+@pytest.mark.parametrize(
+    ("spec", "present", "absent"),
+    [
+        ({"twoStems": "vocals"}, ["--two-stems=vocals"], ["--stems"]),
+        ({"stems": ["drums", "bass"]}, ["--stems=drums,bass"], ["--two-stems"]),
+        ({"format": "wav", "wavDepth": "24"}, ["--format=wav", "--wav-depth=24"], ["--bitrate"]),
+        ({"format": "flac"}, ["--format=flac"], ["--bitrate", "--wav-depth"]),
+        ({"bitrate": 128}, ["--bitrate=128"], []),
+        ({"shifts": 3, "overlap": 0.5}, ["--shifts=3", "--overlap=0.5"], []),
+    ],
+)
+def test_options_reach_the_command_line(
+    spec: dict[str, Any], present: list[str], absent: list[str]
+) -> None:
+    args = separator_args(separation_job(**spec), OperatorConfig())
+    for arg in present:
+        assert arg in args
+    for prefix in absent:
+        assert not any(a.startswith(prefix) for a in args)
+
+
+def test_job_is_owned_linked_and_hardened() -> None:
+    job = build_job(separation_job(), OperatorConfig())
+    meta = job["metadata"]
+    assert meta["name"] == "job-1"
+    assert meta["namespace"] == "music"
+    [owner] = meta["ownerReferences"]
+    assert owner["uid"] == "u-1"
+    assert owner["controller"] is True
+    assert meta["labels"][UID_LABEL] == "u-1"
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"][UID_LABEL] == "u-1"
+    pod = template["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    hardening = container["securityContext"]
+    assert hardening["allowPrivilegeEscalation"] is False
+    assert hardening["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "stemkube-storage"
+
+
+def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions() -> None:
+    rules = build_job(separation_job(), OperatorConfig())["spec"]["podFailurePolicy"]["rules"]
+    fail_job = next(r for r in rules if r["action"] == "FailJob")
+    assert set(fail_job["onExitCodes"]["values"]) == {EXIT_INVALID_INPUT, EXIT_USAGE}
+    ignore = next(r for r in rules if r["action"] == "Ignore")
+    assert ignore["onPodConditions"] == [{"type": "DisruptionTarget"}]
+
+
+def test_cpu_cluster_asks_for_no_gpu() -> None:
+    job = build_job(separation_job(), OperatorConfig(gpu_count=0))
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in resources.get("limits", {})
+
+
+def test_configured_scheduling_and_custom_gpu_resource() -> None:
+    config = OperatorConfig(
+        gpu_resource="amd.com/gpu",
+        gpu_count=2,
+        node_selector={"gpu": "a100"},
+        tolerations=({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        runtime_class="nvidia",
+        priority_class="batch-low",
+        image_pull_secrets=("regcred",),
+    )
+    pod = build_job(separation_job(), config)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "2"
+    assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert pod["tolerations"][0]["key"] == "gpu"
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_spec_overrides_deadline_ttl_priority_and_passes_labels() -> None:
+    cr = separation_job(
+        activeDeadlineSeconds=60,
+        ttlSecondsAfterFinished=5,
+        priorityClassName="urgent",
+        labels={"team": "a", UID_LABEL: "spoofed"},
+        annotations={"note": "x"},
+    )
+    job = build_job(cr, OperatorConfig(priority_class="batch-low"))
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    assert job["spec"]["ttlSecondsAfterFinished"] == 5
+    template = job["spec"]["template"]
+    assert template["spec"]["priorityClassName"] == "urgent"
+    assert template["metadata"]["labels"]["team"] == "a"
+    assert template["metadata"]["labels"][UID_LABEL] == "u-1"  # ours cannot be overridden
+    assert template["metadata"]["annotations"]["note"] == "x"
+
+
+def test_kueue_queue_creates_a_suspended_labelled_job() -> None:
+    job = build_job(separation_job(queueName="gpu-queue"), OperatorConfig())
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert "suspend" not in build_job(separation_job(), OperatorConfig())["spec"]
+
+
+def test_model_cache_volume_is_mounted_and_used() -> None:
+    config = load_config({"STEMKUBE_MODEL_CACHE_CLAIM": "weights"})
+    job = build_job(separation_job(), config)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
+    assert "--model-repo=/models" in pod["containers"][0]["args"]
+
+
+def test_job_name_fits_a_label_value() -> None:
+    assert job_name("short") == "short"
+    long_name = "x" * 200
+    name = job_name(long_name)
+    assert len(name) <= 63
+    assert name == job_name(long_name)  # deterministic
+    assert name != job_name("x" * 199)
