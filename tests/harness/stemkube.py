@@ -160,6 +160,7 @@ def start_operator(
                 "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
                 "STEMKUBE_SEPARATOR_IMAGE": SEPARATOR_IMAGE,
                 "STEMKUBE_MODEL_REPO": str(model_repo),
+                "STEMKUBE_EXPIRY_INTERVAL_SECONDS": "1",
                 "STEMKUBE_CPU_REQUEST": "100m",
                 "STEMKUBE_MEMORY_REQUEST": "256Mi",
                 **env,

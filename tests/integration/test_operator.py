@@ -167,14 +167,16 @@ def test_separation_job_completes_with_stems_in_storage(
     # The separator wrote progress through its own ServiceAccount (RBAC of the chart's shape).
     assert "could not write progress" not in cluster.runner.logs(namespace, pod.metadata.name)
     assert any(0 < p < 100 for p in progress.seen), progress.seen
-    assert "Completed" in wait_for(
+    reasons = wait_for(
         lambda: (
-            "Completed" in events_of(cluster, namespace, "song-1")
-            and events_of(cluster, namespace, "song-1")
+            [r for r in events_of(cluster, namespace, "song-1") if r == "Completed"]
+            and (events_of(cluster, namespace, "song-1"))
         ),
         10,
         "events",
     )
+    assert reasons[-1] == "Completed"
+    assert "Running" in reasons
     code, metrics = operator.get("/metrics")
     assert code == 200
     assert 'stemkube_separation_jobs{phase="Completed"} 1.0' in metrics

@@ -13,7 +13,10 @@ from types import FrameType
 import kopf
 from kubernetes import client, config
 
-from stemkube_operator import handlers  # noqa: F401 - registers the Kopf handlers
+from stemkube_operator import (
+    expiry,
+    handlers,  # noqa: F401 - registers the Kopf handlers
+)
 from stemkube_operator.config import ConfigError, load_config
 from stemkube_operator.health import serve
 from stemkube_operator.kube import Kube
@@ -104,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         threading.Thread(target=stop_when_lost, name="leadership", daemon=True).start()
 
+    expiry.start(runtime, namespaces, stop)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -41,7 +41,7 @@ class OperatorConfig:
     ttl_seconds_after_finished: int = 86400
     max_running: int = 0  # 0: no limit
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    resync_seconds: float = 10.0
+    expiry_interval_seconds: float = 30.0  # how often finished jobs are checked for their TTL
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -108,4 +108,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         ),
         max_running=_int(env, "STEMKUBE_MAX_RUNNING", defaults.max_running),
         namespaces=_list(env, "STEMKUBE_NAMESPACES"),
+        expiry_interval_seconds=float(
+            _int(env, "STEMKUBE_EXPIRY_INTERVAL_SECONDS", int(defaults.expiry_interval_seconds), 1)
+        ),
     )

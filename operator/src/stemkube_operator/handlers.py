@@ -2,17 +2,16 @@
 
 A SeparationJob is synced when it is created or the operator resumes, when its Job or one of
 its pods changes, and every few seconds while it is unfinished (the safety net for anything
-missed, and how a queued job notices a free slot). Finished ones are checked for their TTL.
+missed, and how a queued job notices a free slot). Finished ones are left to expiry.py.
 """
 
-import datetime
 import logging
 from collections.abc import Iterable
 from typing import Any, cast
 
 import kopf
 
-from stemkube_operator.reconcile import Runtime, expire, reconcile, remove_objects
+from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
 from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
 from stemkube_operator.status import TERMINAL
 
@@ -20,7 +19,6 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "stemkube.io/cleanup"
 RESYNC_SECONDS = 5.0
-EXPIRY_CHECK_SECONDS = 5.0
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -37,7 +35,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.inactivity_timeout = 360
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    settings.posting.level = logging.INFO
+    # Only our own transition events reach the resource; Kopf would otherwise post one for
+    # every handler run, a resync timer's included (every few seconds per job).
+    settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
 
 
@@ -58,10 +58,6 @@ def _everyone(index: Any) -> Iterable[dict[str, Any]]:
 
 def _unfinished(status: Any, **_: Any) -> bool:
     return (status or {}).get("phase") not in TERMINAL
-
-
-def _finished(status: Any, **_: Any) -> bool:
-    return (status or {}).get("phase") in TERMINAL
 
 
 @kopf.on.startup()
@@ -106,13 +102,6 @@ def on_job(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> 
 @kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
 def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
     _sync(memo, namespace, body.metadata.annotations.get(NAME_ANNOTATION), kwargs)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=EXPIRY_CHECK_SECONDS, when=_finished)
-def expire_finished(body: kopf.Body, memo: Any, **_: Any) -> None:
-    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
-    if expire(_runtime(memo), cr, datetime.datetime.now(datetime.UTC)):
-        log.info("deleted %s/%s: past its TTL", body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=10, backoff=3)

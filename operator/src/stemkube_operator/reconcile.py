@@ -88,16 +88,19 @@ def reconcile(
         log.info("job %s/%s belongs to an earlier SeparationJob; waiting", namespace, name)
         return
     queued_ahead = None
+    just_created = False
     if job is None:
         with rt.admission:
             entries = [entry_of(other, rt.admitted) for other in everyone()]
             queued_ahead = queue_position(uid, entries, rt.config.max_running)
             if queued_ahead is None:
                 job = rt.kube.create_job(build_job(cr, rt.config))
+                just_created = True
                 if uid not in rt.admitted:
                     metrics.JOBS_CREATED.inc()
                 rt.admitted.add(uid)
-    pods = rt.kube.list_pods(namespace, uid) if job is not None else []
+    # A Job created a moment ago has no pods yet: spare the API server the list.
+    pods = rt.kube.list_pods(namespace, uid) if job is not None and not just_created else []
     result_size = None
     complete = job is not None and any(
         c.get("type") == "Complete" and c.get("status") == "True"
