@@ -71,7 +71,14 @@ def wait_phase(
         cr = read(cluster, namespace, name)
         return cr if (cr.get("status") or {}).get("phase") in phases else None
 
-    return wait_for(reached, timeout, f"{name} reaches {phases}")
+    try:
+        return wait_for(reached, timeout, f"{name} reaches {phases}")
+    except TimeoutError as exc:
+        # What the operator saw, to tell a slow machine from a stuck operator.
+        cr = read(cluster, namespace, name)
+        pods = pods_of(cluster, namespace, cr["metadata"]["uid"])
+        seen = [(p.metadata.name, p.status.phase) for p in pods]
+        raise AssertionError(f"{exc}; status {cr.get('status')}; pods {seen}") from None
 
 
 def jobs_of(cluster: Cluster, namespace: str, uid: str) -> list[client.V1Job]:
@@ -384,3 +391,53 @@ def test_two_replicas_one_leads(
     status = wait_phase(cluster, namespace, "pair", ("Completed", "Failed"))["status"]
     assert status["phase"] == "Completed"
     assert len(jobs_of(cluster, namespace, created["metadata"]["uid"])) == 1
+
+
+def test_unpullable_image_shows_pending_with_the_kubelet_reason(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    namespace = stemkube_namespace
+    start_operator(STEMKUBE_SEPARATOR_IMAGE="registry.example/no-such/image:1")
+    create(cluster, namespace, "pull", bucket)
+
+    def pull_error() -> dict[str, Any] | None:
+        status = read(cluster, namespace, "pull").get("status") or {}
+        return status if status.get("reason") == "ErrImagePull" else None
+
+    status = wait_for(pull_error, 60, "ErrImagePull")
+    assert status["phase"] == "Pending"
+    assert "registry.example/no-such/image:1" in status["message"]
+
+
+def test_kueue_queue_name_waits_suspended_until_admitted(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """Kueue admits a Job by unsuspending it; here the test plays Kueue's part."""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    upload(s3, bucket, "inputs/kueued/song.wav", sine_wav(1.0))
+    created = create(cluster, namespace, "kueued", bucket, queueName="gpu-queue")
+
+    def queued() -> dict[str, Any] | None:
+        status = read(cluster, namespace, "kueued").get("status") or {}
+        return status if status.get("reason") == "Queued" and status.get("jobName") else None
+
+    status = wait_for(queued, 60, "Queued behind Kueue")
+    assert "Kueue" in status["message"]
+    batch = client.BatchV1Api(cluster.api)
+    job = batch.read_namespaced_job("kueued", namespace)
+    assert job.spec.suspend is True
+    assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert not pods_of(cluster, namespace, created["metadata"]["uid"])
+
+    batch.patch_namespaced_job("kueued", namespace, {"spec": {"suspend": False}})
+    final = wait_phase(cluster, namespace, "kueued", ("Completed", "Failed"))["status"]
+    assert final["phase"] == "Completed", final
