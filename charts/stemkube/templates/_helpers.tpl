@@ -1,0 +1,66 @@
+{{- define "stemkube.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "stemkube.labels" -}}
+app.kubernetes.io/name: stemkube
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "stemkube.selector" -}}
+app.kubernetes.io/name: stemkube
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* image: (dict "root" $ "image" .Values.api.image) */}}
+{{- define "stemkube.image" -}}
+{{- $registry := .root.Values.image.registry -}}
+{{- $tag := .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- if $registry -}}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{- else -}}{{ printf "%s:%s" .image.repository $tag }}{{- end -}}
+{{- end -}}
+
+{{- define "stemkube.storageSecret" -}}
+{{- if .Values.minio.enabled -}}{{ include "stemkube.fullname" . }}-storage{{- else -}}{{ required "storage.external.existingSecret is required when minio.enabled is false" .Values.storage.external.existingSecret }}{{- end -}}
+{{- end -}}
+
+{{- define "stemkube.s3Endpoint" -}}
+{{- if .Values.minio.enabled -}}http://{{ include "stemkube.fullname" . }}-minio.{{ .Release.Namespace }}.svc:9000{{- else -}}{{ .Values.storage.external.endpoint }}{{- end -}}
+{{- end -}}
+
+{{- define "stemkube.s3Env" -}}
+- name: AWS_ENDPOINT_URL
+  value: {{ include "stemkube.s3Endpoint" . | quote }}
+{{- with .Values.storage.external.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ include "stemkube.storageSecret" . }}, key: AWS_ACCESS_KEY_ID}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "stemkube.storageSecret" . }}, key: AWS_SECRET_ACCESS_KEY}}
+{{- end -}}
+
+{{- define "stemkube.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "stemkube.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{- define "stemkube.watchAll" -}}
+{{- if has "*" .Values.operator.watchNamespaces -}}true{{- end -}}
+{{- end -}}
