@@ -42,8 +42,8 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv tools lint ## everything CI runs: lint, unit and integration tests
-	$(VENV)/bin/pytest tests/unit tests/integration
+test: venv tools lint ## everything CI runs: lint, unit, integration and e2e tests
+	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e
 
 .PHONY: test-unit
 test-unit: venv ## unit tests only (milliseconds, no tools needed)
@@ -53,6 +53,10 @@ test-unit: venv ## unit tests only (milliseconds, no tools needed)
 test-integration: venv tools ## integration tests against the real control plane and MinIO
 	$(VENV)/bin/pytest tests/integration
 
+.PHONY: test-e2e
+test-e2e: venv tools ## the Helm chart installed into the tier's control plane, driven end to end
+	$(VENV)/bin/pytest tests/e2e
+
 .PHONY: clean
 clean: ## remove the virtual environment and caches (keeps the built tools)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-logs
@@ -60,3 +64,14 @@ clean: ## remove the virtual environment and caches (keeps the built tools)
 .PHONY: clean-tools
 clean-tools: ## remove the built tools (the next make tools is a cold build)
 	rm -rf .cache/bin
+
+.PHONY: bench-separator
+bench-separator: venv tools ## time stemkube-separate against bare Demucs apply_model (60 s, CPU)
+	$(PY) separator-image/bench/bench_separator.py
+
+.PHONY: bench-operator
+bench-operator: venv tools ## operator latency over 100 SeparationJobs at once, memory with 1,000 finished
+	PYTHONPATH=. $(PY) operator/bench/bench_operator.py
+
+.PHONY: bench
+bench: bench-separator bench-operator ## every benchmark

@@ -1,0 +1,126 @@
+"""The e2e tier here: the Helm chart installed with ``helm install`` into the integration
+tier's real control plane. The operator and the API run as the chart's Deployments, as their
+chart's ServiceAccounts (tokens from the real API server, so RBAC is enforced), their pods and
+the separation pods run by the pod runner. Storage is the tier's MinIO, as external storage.
+
+(kind cannot run on CI's machine: no registry, no privileged containers. `make kind-e2e` runs
+the same tests against kind where Docker can.)
+"""
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.harness import procs
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.tools import REPO_ROOT, tool
+from tests.harness.waiting import wait_for
+
+CHART = REPO_ROOT / "charts" / "stemkube"
+RELEASE = "stemkube"
+
+
+@dataclass
+class Release:
+    namespace: str
+    bucket: str
+    api_port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def _helm(cluster: Cluster, *args: str) -> str:
+    result = subprocess.run(
+        [str(tool("helm")), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def release(
+    cluster: Cluster,
+    minio_server: MinioServer,
+    model_repo: Path,
+) -> Iterator[Release]:
+    core = client.CoreV1Api(cluster.api)
+    namespace = "stemkube-e2e"
+    bucket = "stemkube-e2e"
+    s3 = minio_server.client()
+    if not s3.bucket_exists(bucket):
+        s3.make_bucket(bucket)
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "s3-credentials"},
+            "data": {
+                "AWS_ACCESS_KEY_ID": base64.b64encode(minio_server.access_key.encode()).decode(),
+                "AWS_SECRET_ACCESS_KEY": base64.b64encode(
+                    minio_server.secret_key.encode()
+                ).decode(),
+            },
+        },
+    )
+    api_port = procs.free_port()
+    out = _helm(
+        cluster,
+        "install",
+        RELEASE,
+        str(CHART),
+        f"--namespace={namespace}",
+        "--set=minio.enabled=false",
+        f"--set=storage.external.endpoint={minio_server.url}",
+        "--set=storage.external.existingSecret=s3-credentials",
+        f"--set=storage.bucket={bucket}",
+        "--set=api.replicas=1",
+        f"--set=api.containerPort={api_port}",
+        "--set=separator.resources.requests.cpu=100m",
+        "--set=separator.resources.requests.memory=256Mi",
+        f"--set=separator.modelRepo={model_repo}",
+        "--wait",
+        "--timeout=3m",
+    )
+    assert "STATUS: deployed" in out
+    try:
+        yield Release(namespace, bucket, api_port)
+    finally:
+        subprocess.run(
+            [
+                str(tool("helm")),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "uninstall",
+                RELEASE,
+                f"--namespace={namespace}",
+                "--wait",
+                "--timeout=60s",
+            ],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def running_pod(cluster: Cluster, namespace: str, component: str) -> client.V1Pod:
+    core = client.CoreV1Api(cluster.api)
+
+    def find() -> client.V1Pod | None:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/component={component}"
+        ).items
+        return next((p for p in pods if p.status.phase == "Running"), None)
+
+    pod: client.V1Pod = wait_for(find, 60, f"{component} pod running")
+    return pod

@@ -1,0 +1,65 @@
+"""helm install, then a SeparationJob from kubectl runs to the end through the chart's own
+operator, ServiceAccounts and RBAC."""
+
+import io
+import zipfile
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import Release, running_pod
+from tests.harness.audio import sine_wav
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.stemkube import GROUP, PLURAL, VERSION, kubectl
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_operator_runs_as_its_service_account(cluster: Cluster, release: Release) -> None:
+    pod = running_pod(cluster, release.namespace, "operator")
+    assert pod.spec.service_account_name == "stemkube-operator"
+    log = cluster.runner.logs(release.namespace, pod.metadata.name)
+    assert "Forbidden" not in log
+
+
+def test_separation_job_from_kubectl_completes(
+    cluster: Cluster, release: Release, minio_server: MinioServer
+) -> None:
+    s3 = minio_server.client()
+    song = sine_wav(1.5)
+    s3.put_object(release.bucket, "inputs/e2e-1/input.wav", io.BytesIO(song), len(song))
+    manifest = f"""
+apiVersion: stemkube.io/v1alpha1
+kind: SeparationJob
+metadata:
+  name: e2e-1
+spec:
+  input: {{bucket: {release.bucket}, key: inputs/e2e-1/input.wav, filename: song.wav}}
+  output: {{bucket: {release.bucket}, key: results/e2e-1.zip}}
+"""
+    kubectl(cluster, "apply", "-n", release.namespace, "-f", "-", stdin=manifest)
+    objects = client.CustomObjectsApi(cluster.api)
+
+    def finished() -> dict[str, object] | None:
+        cr = objects.get_namespaced_custom_object(
+            GROUP, VERSION, release.namespace, PLURAL, "e2e-1"
+        )
+        status = cr.get("status") or {}
+        return status if status.get("phase") in ("Completed", "Failed") else None
+
+    status = wait_for(finished, 180, "e2e-1 finishes")
+    assert status["phase"] == "Completed", status
+    archive = s3.get_object(release.bucket, "results/e2e-1.zip").read()
+    names = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
+    assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+    # The separation pod ran as the chart's separator ServiceAccount.
+    core = client.CoreV1Api(cluster.api)
+    [pod] = core.list_namespaced_pod(
+        release.namespace, label_selector="app.kubernetes.io/component=separator"
+    ).items
+    assert pod.spec.service_account_name == "stemkube-separator"
+    assert "could not write progress" not in cluster.runner.logs(
+        release.namespace, pod.metadata.name
+    )
