@@ -57,6 +57,15 @@ test-integration: venv tools ## integration tests against the real control plane
 test-e2e: venv tools ## the Helm chart installed into the tier's control plane, driven end to end
 	$(VENV)/bin/pytest tests/e2e
 
+IMAGE_TAG ?= 0.1.0
+DOCKER ?= docker
+
+.PHONY: images
+images: ## build the api, operator and separator images (BASE_IMAGE=... / SEPARATOR_BASE_IMAGE=... to override)
+	$(DOCKER) build -f api/Dockerfile -t stemkube/api:$(IMAGE_TAG) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
+	$(DOCKER) build -f operator/Dockerfile -t stemkube/operator:$(IMAGE_TAG) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
+	$(DOCKER) build -f separator-image/Dockerfile -t stemkube/separator:$(IMAGE_TAG) $(if $(SEPARATOR_BASE_IMAGE),--build-arg BASE_IMAGE=$(SEPARATOR_BASE_IMAGE)) .
+
 .PHONY: clean
 clean: ## remove the virtual environment and caches (keeps the built tools)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-logs
