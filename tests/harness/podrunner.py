@@ -172,6 +172,7 @@ class PodRunner:
             grace = pod.metadata.deletion_grace_period_seconds
             worker.cancel(write_status=True, grace=grace)
             worker.join(timeout=MAX_GRACE_SECONDS + 5)
+        self._mark_terminal(pod)
         # The kubelet confirms a graceful deletion once the containers are gone.
         with contextlib.suppress(ApiException):
             self._core.delete_namespaced_pod(
@@ -182,6 +183,50 @@ class PodRunner:
                     preconditions=client.V1Preconditions(uid=pod.metadata.uid),
                 ),
             )
+
+    def _mark_terminal(self, pod: client.V1Pod) -> None:
+        """A pod deleted before its container ran to the end (never started, say, for want of
+        its image) ends Failed, as the kubelet reports it: the Job controller releases its
+        tracking finalizer only from a terminal pod."""
+        try:
+            current = self._core.read_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace
+            )
+        except ApiException:
+            return
+        if current.metadata.uid != pod.metadata.uid or current.status.phase in (
+            "Succeeded",
+            "Failed",
+        ):
+            return
+        stamp = now_rfc3339()
+        statuses = [
+            {
+                "name": container.name,
+                "image": container.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was deleted",
+                        "startedAt": stamp,
+                        "finishedAt": stamp,
+                    }
+                },
+            }
+            for container in pod.spec.containers
+        ]
+        self.patch_status(
+            pod,
+            {
+                "phase": "Failed",
+                "conditions": _conditions(ready=False),
+                "containerStatuses": statuses,
+            },
+        )
 
     def _forget(self, uid: str) -> None:
         with self._lock:

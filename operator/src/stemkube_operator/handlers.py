@@ -84,7 +84,7 @@ def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, 
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
-@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=_unfinished)
 def on_separation_job(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     _sync(memo, namespace, name, kwargs)
 
