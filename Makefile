@@ -66,6 +66,40 @@ images: ## build the api, operator and separator images (BASE_IMAGE=... / SEPARA
 	$(DOCKER) build -f operator/Dockerfile -t stemkube/operator:$(IMAGE_TAG) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
 	$(DOCKER) build -f separator-image/Dockerfile -t stemkube/separator:$(IMAGE_TAG) $(if $(SEPARATOR_BASE_IMAGE),--build-arg BASE_IMAGE=$(SEPARATOR_BASE_IMAGE)) .
 
+KIND_CLUSTER ?= stemkube
+KIND := $(STEMKUBE_TOOLS_BIN)/kind
+HELM := $(STEMKUBE_TOOLS_BIN)/helm
+KUBECTL := $(STEMKUBE_TOOLS_BIN)/kubectl
+
+.PHONY: kind-up
+kind-up: ## create a kind cluster (needs Docker) with the API's port on localhost:8000
+	tools/build.sh kind kubernetes helm
+	$(KIND) create cluster --name $(KIND_CLUSTER) --config hack/kind.yaml
+
+.PHONY: kind-load
+kind-load: images ## build the images and load them into the kind cluster
+	for image in api operator separator; do $(KIND) load docker-image --name $(KIND_CLUSTER) stemkube/$$image:$(IMAGE_TAG); done
+
+.PHONY: kind-deploy
+kind-deploy: ## helm install the chart into kind (bundled MinIO, CPU separations)
+	$(HELM) upgrade --install stemkube charts/stemkube --namespace stemkube --create-namespace \
+	  --values charts/stemkube/values-kind.yaml --wait --timeout 10m
+
+.PHONY: kind-gpu
+kind-gpu: ## make the kind node advertise nvidia.com/gpu: 1 (scheduling only; work runs on CPU)
+	$(KUBECTL) proxy --port=8011 & pid=$$!; sleep 2; \
+	curl -fsS -H 'Content-Type: application/json-patch+json' -X PATCH \
+	  -d '[{"op":"add","path":"/status/capacity/nvidia.com~1gpu","value":"1"}]' \
+	  http://127.0.0.1:8011/api/v1/nodes/$(KIND_CLUSTER)-control-plane/status; kill $$pid
+
+.PHONY: kind-e2e
+kind-e2e: ## the README's curl flow against the chart in kind
+	hack/kind-e2e.sh
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
 .PHONY: clean
 clean: ## remove the virtual environment and caches (keeps the built tools)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-logs

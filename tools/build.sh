@@ -6,7 +6,7 @@
 # A tool is rebuilt only when its wrapper module or this script changed (a stamp file records
 # the hash it was built from), so a second run is a no-op.
 #
-# Usage: tools/build.sh [name ...]     names: kubernetes etcd minio mc helm (default: all)
+# Usage: tools/build.sh [name ...]     names: kubernetes etcd minio mc helm (the default), kind
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,6 +93,10 @@ build_helm() {
     -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor \
     -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
     -o "$bin/helm" helm.sh/helm/v3/cmd/helm
+}
+
+build_kind() {
+  go build -ldflags "-s -w" -o "$bin/kind" sigs.k8s.io/kind
 }
 
 names=("$@")
