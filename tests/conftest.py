@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.stemkube", "tests.harness.separator_fixtures"]
+pytest_plugins = [
+    "tests.harness.fixtures",
+    "tests.harness.stemkube",
+    "tests.harness.separator_fixtures",
+    "tests.harness.api",
+]

@@ -4,6 +4,7 @@ operator, ServiceAccounts and RBAC."""
 import io
 import zipfile
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -63,3 +64,52 @@ spec:
     assert "could not write progress" not in cluster.runner.logs(
         release.namespace, pod.metadata.name
     )
+
+
+def service_url(cluster: Cluster, namespace: str, service: str) -> str:
+    """The address a client reaches the Service at: its ready endpoint (no kube-proxy here)."""
+    discovery = client.DiscoveryV1Api(cluster.api)
+
+    def endpoint() -> str | None:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}"
+        ).items
+        for piece in slices:
+            ports = {p.name: p.port for p in piece.ports or []}
+            for address in piece.endpoints or []:
+                if address.conditions.ready and "http" in ports:
+                    return f"http://{address.addresses[0]}:{ports['http']}"
+        return None
+
+    url: str = wait_for(endpoint, 60, f"service {service} has a ready endpoint")
+    return cluster.runner.local_url(url)
+
+
+def test_upload_through_the_api_service_and_download_the_stems(
+    cluster: Cluster, release: Release
+) -> None:
+    pod = running_pod(cluster, release.namespace, "api")
+    assert pod.spec.service_account_name == "stemkube-api"
+    url = service_url(cluster, release.namespace, "stemkube-api")
+    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 60, "API ready")
+
+    song = sine_wav(1.5)
+    created = httpx.post(
+        f"{url}/upload", files={"file": ("song.wav", song, "audio/wav")}, timeout=60
+    )
+    assert created.status_code == 200, created.text
+    job_id = created.json()["job_id"]
+    assert created.json()["status"] == "pending"
+
+    def finished() -> dict[str, object] | None:
+        status: dict[str, object] = httpx.get(f"{url}/status/{job_id}", timeout=10).json()
+        return status if status["status"] in ("completed", "failed") else None
+
+    status = wait_for(finished, 180, "job finishes")
+    assert status["status"] == "completed", status
+    download = httpx.get(f"{url}/download/{job_id}", timeout=60)
+    assert download.status_code == 200
+    assert 'filename="song_stems.zip"' in download.headers["content-disposition"]
+    names = sorted(zipfile.ZipFile(io.BytesIO(download.content)).namelist())
+    assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+    assert httpx.delete(f"{url}/job/{job_id}", timeout=30).status_code in (200, 204)

@@ -17,6 +17,7 @@ where a kubelet would mount it at /var/run/secrets/kubernetes.io/serviceaccount.
 
 import base64
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -42,6 +43,9 @@ FALLBACK_LOG_LINES = 80
 MAX_GRACE_SECONDS = 10.0  # tests need not wait the default 30 s for a stubborn process
 RESTART_BACKOFF_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Each pod gets an address of this range in its status (EndpointSlices refuse loopback ones),
+# while its process really listens on the host's loopback: see PodRunner.local_url.
+POD_NETWORK = "10.244.0."
 
 
 class ContainerConfigError(Exception):
@@ -85,6 +89,7 @@ class PodRunner:
         self._lock = threading.Lock()
         self._workers: dict[str, _PodWorker] = {}
         self._deleting: set[str] = set()
+        self._pod_ips = itertools.cycle(f"{POD_NETWORK}{n}" for n in range(2, 255))
         self._thread = threading.Thread(
             target=self._run, name=f"podrunner-{node_name}", daemon=True
         )
@@ -104,6 +109,15 @@ class PodRunner:
         for worker in workers:
             worker.join(timeout=MAX_GRACE_SECONDS + 5)
         self._thread.join(timeout=15)
+
+    def local_url(self, url: str) -> str:
+        """A URL to a pod IP of this node as a process here reaches it: the pod network of the
+        stand-in is the host's loopback (what kube-proxy's DNAT does on a real node)."""
+        return re.sub(r"//10\.244\.0\.\d+", "//127.0.0.1", url)
+
+    def allocate_ip(self) -> str:
+        with self._lock:
+            return next(self._pod_ips)
 
     def logs(self, namespace: str, name: str) -> str:
         """The output of the pod's container (all its runs), as ``kubectl logs`` would show."""
@@ -254,7 +268,9 @@ class PodRunner:
             if exc.status != 404:  # a pod deleted meanwhile needs no status
                 raise
 
-    def resolve_env(self, pod: client.V1Pod, container: client.V1Container) -> dict[str, str]:
+    def resolve_env(
+        self, pod: client.V1Pod, container: client.V1Container, pod_ip: str
+    ) -> dict[str, str]:
         namespace = pod.metadata.namespace
         env: dict[str, str] = {}
         for source in container.env_from or []:
@@ -274,13 +290,13 @@ class PodRunner:
             if var.value_from is None:
                 env[var.name] = expand(var.value or "", env)
                 continue
-            value = self._value_from(pod, var.name, var.value_from)
+            value = self._value_from(pod, var.name, var.value_from, pod_ip)
             if value is not None:
                 env[var.name] = value
         return env
 
     def _value_from(
-        self, pod: client.V1Pod, name: str, source: client.V1EnvVarSource
+        self, pod: client.V1Pod, name: str, source: client.V1EnvVarSource, pod_ip: str
     ) -> str | None:
         namespace = pod.metadata.namespace
         if source.secret_key_ref is not None:
@@ -291,7 +307,7 @@ class PodRunner:
             data = self._config_map_data(namespace, ref.name, ref.optional)
             return self._key(data, ref, "configmap")
         if source.field_ref is not None:
-            return _field(pod, source.field_ref.field_path)
+            return _field(pod, source.field_ref.field_path, pod_ip)
         raise ContainerConfigError(f"env {name}: only secretKeyRef, configMapKeyRef, fieldRef")
 
     @staticmethod
@@ -372,7 +388,7 @@ class PodRunner:
         path.chmod(0o600)
 
 
-def _field(pod: client.V1Pod, path: str) -> str:
+def _field(pod: client.V1Pod, path: str, pod_ip: str) -> str:
     simple = {
         "metadata.name": pod.metadata.name,
         "metadata.namespace": pod.metadata.namespace,
@@ -380,7 +396,7 @@ def _field(pod: client.V1Pod, path: str) -> str:
         "spec.nodeName": pod.spec.node_name,
         "spec.serviceAccountName": pod.spec.service_account_name,
         "status.hostIP": "127.0.0.1",
-        "status.podIP": "127.0.0.1",
+        "status.podIP": pod_ip,
     }
     if path in simple:
         return simple[path] or ""
@@ -401,6 +417,7 @@ class _PodWorker:
         self.namespace: str = pod.metadata.namespace
         self.scratch = runner.workdir / f"{self.namespace}_{self.name}_{pod.metadata.uid[:8]}"
         self.log_path = self.scratch / "container.log"
+        self.pod_ip = runner.allocate_ip()
         self._cancelled = threading.Event()
         self._write_status_on_cancel = True
         self._grace = MAX_GRACE_SECONDS
@@ -531,7 +548,7 @@ class _PodWorker:
         }
         while True:
             try:
-                env = {**base, **self.runner.resolve_env(self.pod, container)}
+                env = {**base, **self.runner.resolve_env(self.pod, container, self.pod_ip)}
                 if self.pod.spec.automount_service_account_token is not False:
                     kubeconfig = self.scratch / "serviceaccount.kubeconfig"
                     self.runner.service_account_kubeconfig(self.pod, kubeconfig)
@@ -568,8 +585,8 @@ class _PodWorker:
             {
                 "phase": "Running",
                 "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
-                "podIPs": [{"ip": "127.0.0.1"}],
+                "podIP": self.pod_ip,
+                "podIPs": [{"ip": self.pod_ip}],
                 "conditions": _conditions(ready=True),
                 "containerStatuses": [
                     self._container_status(

@@ -1,11 +1,415 @@
-"""Command-line entry point; the capability arrives with its own issue."""
+"""``stemkube``: the command-line client of the REST API.
 
+Exit codes: 0 done; 1 the job failed; 2 usage (bad arguments, no such local file);
+3 the server is unreachable or answered with an error; 4 no such job.
+"""
+
+import argparse
+import email.message
+import json
+import os
+import re
 import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import httpx
+
+from stemkube_api import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+DEFAULT_URL = "http://localhost:8000"
+CHUNK = 256 * 1024
 
 
-def main() -> int:
-    print("main", file=sys.stderr)
-    return 2
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return json.dumps(body)[:200]
+
+
+class Api:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"User-Agent": f"stemkube/{__version__}"},
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        raise CliError(
+            EXIT_SERVER,
+            f"cannot reach the stemkube API at {self.url} ({type(exc).__name__}: {exc}); "
+            "is it running? (--api-url or STEMKUBE_API_URL)",
+        )
+
+    def check(self, response: httpx.Response, what: str) -> httpx.Response:
+        if response.status_code == 404:
+            raise CliError(EXIT_NOT_FOUND, f"{what}: {_detail(response)}")
+        if response.status_code >= 400:
+            raise CliError(EXIT_SERVER, f"{what}: HTTP {response.status_code}: {_detail(response)}")
+        return response
+
+    def request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            self._fail(exc)
+        return self.check(response, what)
+
+    def json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        return self.request(method, path, what, **kwargs).json()
+
+
+class Progress:
+    """A progress line on a terminal; plain lines (only when something changes) elsewhere."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._last: str | None = None
+
+    def start(self, description: str, total: float | None) -> None:
+        self.stop()
+        if self.quiet:
+            return
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import (
+                Progress as Bar,
+            )
+
+            columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+            if description.startswith(("uploading", "downloading")):
+                columns += [DownloadColumn(), TransferSpeedColumn()]
+            else:
+                columns += [TaskProgressColumn()]
+            self._bar = Bar(*columns, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total)
+        else:
+            self.say(description)
+
+    def update(self, completed: float, description: str | None = None) -> None:
+        if self._bar is not None:
+            kwargs: dict[str, Any] = {"completed": completed}
+            if description:
+                kwargs["description"] = description
+            self._bar.update(self._task, **kwargs)
+        elif description and not self.quiet:
+            self.say(description)
+
+    def say(self, line: str) -> None:
+        if not self.quiet and line != self._last:
+            self._last = line
+            print(line, file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class _CountingFile:
+    """A file httpx streams from (in chunks, never whole) that reports how far it got."""
+
+    def __init__(self, handle: IO[bytes], progress: Progress) -> None:
+        self._handle = handle
+        self._progress = progress
+        self.sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size if size and size > 0 else CHUNK)
+        self.sent += len(data)
+        self._progress.update(self.sent)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.sent = 0 if offset == 0 and whence == os.SEEK_SET else self.sent
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+
+def _filename_from(response: httpx.Response) -> str | None:
+    header = response.headers.get("content-disposition")
+    if not header:
+        return None
+    message = email.message.Message()
+    message["content-disposition"] = header
+    name = message.get_filename()
+    if not name:
+        return None
+    name = re.split(r"[\\/]", name)[-1].strip()
+    return name if name not in ("", ".", "..") else None
+
+
+def upload(api: Api, path: Path, fields: dict[str, str], progress: Progress) -> dict[str, Any]:
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        counting = _CountingFile(handle, progress)
+        progress.start(f"uploading {path.name}", size)
+        try:
+            response = api.http.post(
+                "/upload",
+                files={"file": (path.name, counting, "application/octet-stream")},  # type: ignore[dict-item]
+                data=fields,
+                timeout=httpx.Timeout(60.0, connect=10.0, write=120.0),
+            )
+        except httpx.TransportError as exc:
+            api._fail(exc)
+        finally:
+            progress.stop()
+    body: dict[str, Any] = api.check(response, f"upload of {path.name}").json()
+    return body
+
+
+def follow(api: Api, job_id: str, progress: Progress, interval: float) -> dict[str, Any]:
+    """Polls the job until it finishes; its last status."""
+    progress.start(f"job {job_id}: pending", 100)
+    try:
+        while True:
+            status: dict[str, Any] = api.json("GET", f"/status/{job_id}", f"job {job_id}")
+            word, percent = status["status"], int(status.get("progress") or 0)
+            progress.update(percent, f"job {job_id}: {word} {percent}%")
+            if word in ("completed", "failed"):
+                return status
+            time.sleep(interval)
+    finally:
+        progress.stop()
+
+
+def download(
+    api: Api, job_id: str, output: Path | None, progress: Progress, path: str | None = None
+) -> Path:
+    url = path or f"/download/{job_id}"
+    try:
+        with api.http.stream(
+            "GET", url, follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0)
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                api.check(response, f"download of job {job_id}")
+            target = output or Path(_filename_from(response) or f"{job_id}.zip")
+            if target.is_dir():
+                target = target / (_filename_from(response) or f"{job_id}.zip")
+            total = int(response.headers.get("content-length") or 0) or None
+            partial = target.with_name(target.name + ".part")
+            progress.start(f"downloading {target.name}", total)
+            try:
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes(CHUNK):
+                        out.write(chunk)
+                        progress.update(response.num_bytes_downloaded)
+                os.replace(partial, target)
+            finally:
+                progress.stop()
+                partial.unlink(missing_ok=True)
+    except httpx.TransportError as exc:
+        api._fail(exc)
+    return target
+
+
+def _fields(args: argparse.Namespace) -> dict[str, str]:
+    fields = {}
+    for name in ("model", "format", "stems", "two_stems", "bitrate"):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = str(value)
+    return fields
+
+
+def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(EXIT_USAGE, f"no such file: {path}")
+    created = upload(api, path, _fields(args), progress)
+    job_id = created["job_id"]
+    progress.say(f"job {job_id} created")
+    status = follow(api, job_id, progress, args.poll_interval)
+    if status["status"] == "failed":
+        raise CliError(EXIT_FAILED, f"job {job_id} failed: {status.get('error') or 'no reason'}")
+    target = download(api, job_id, Path(args.output) if args.output else None, progress)
+    print(target)
+    return EXIT_OK
+
+
+def _when(value: str | None) -> str:
+    return (value or "-").replace("T", " ").replace("+00:00", "Z")
+
+
+def cmd_status(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    status = api.json("GET", f"/status/{args.job_id}", f"job {args.job_id}")
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for key in (
+            "job_id",
+            "status",
+            "progress",
+            "filename",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "model",
+            "format",
+            "stems",
+            "error",
+        ):
+            value = status.get(key)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ", ".join(value)
+            print(f"{key + ':':14} {value}")
+    return EXIT_FAILED if status["status"] == "failed" else EXIT_OK
+
+
+def cmd_list(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    params: dict[str, str | int] = {}
+    if args.status:
+        params["status"] = args.status
+    jobs: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        if cursor:
+            params["cursor"] = cursor
+        page = api.json("GET", "/jobs", "job list", params={**params, "limit": 500})
+        jobs += page["jobs"]
+        cursor = page.get("next_cursor")
+        if not cursor or (args.limit and len(jobs) >= args.limit):
+            break
+    if args.limit:
+        jobs = jobs[: args.limit]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return EXIT_OK
+    print(f"{'JOB ID':36}  {'STATUS':10}  {'PROGRESS':>8}  {'CREATED':20}  FILENAME")
+    for job in jobs:
+        print(
+            f"{job['job_id']:36}  {job['status']:10}  {str(job['progress']) + '%':>8}  "
+            f"{_when(job['created_at']):20}  {job['filename']}"
+        )
+    return EXIT_OK
+
+
+def cmd_download(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    path = f"/download/{args.job_id}" + (f"/{args.stem}" if args.stem else "")
+    target = download(api, args.job_id, Path(args.output) if args.output else None, progress, path)
+    print(target)
+    return EXIT_OK
+
+
+def cmd_delete(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    body = api.json("DELETE", f"/job/{args.job_id}", f"job {args.job_id}")
+    print(body.get("message") or f"job {args.job_id} deleted")
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stemkube",
+        description="Split songs into stems with a stemkube server.",
+        epilog=(
+            "exit codes: 0 done, 1 the job failed, 2 usage error, "
+            "3 server unreachable or HTTP error, 4 no such job"
+        ),
+    )
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("STEMKUBE_API_URL") or DEFAULT_URL,
+        help=f"the API's URL (default: $STEMKUBE_API_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--version", action="version", version=f"stemkube {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    separate = commands.add_parser(
+        "separate", help="upload a song, wait for its stems, download the ZIP"
+    )
+    separate.add_argument("file", help="the song")
+    separate.add_argument(
+        "-o", "--output", help="where to save the ZIP (default: <song>_stems.zip here)"
+    )
+    separate.add_argument("--model", help="Demucs model (default htdemucs)")
+    separate.add_argument("--format", choices=("mp3", "wav", "flac"), help="default mp3")
+    which = separate.add_mutually_exclusive_group()
+    which.add_argument("--stems", help="comma-separated stems to keep, e.g. vocals,drums")
+    which.add_argument("--two-stems", dest="two_stems", metavar="STEM", help="STEM and no_STEM")
+    separate.add_argument("--bitrate", type=int, help="MP3 kbit/s (default 320)")
+    separate.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between status checks"
+    )
+    separate.set_defaults(run=cmd_separate)
+
+    status = commands.add_parser("status", help="a job's status")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true", help="the API's JSON")
+    status.set_defaults(run=cmd_status)
+
+    listing = commands.add_parser("list", help="jobs, newest first")
+    listing.add_argument("--status", choices=("pending", "processing", "completed", "failed"))
+    listing.add_argument("--limit", type=int, help="at most this many")
+    listing.add_argument("--json", action="store_true", help="the API's JSON")
+    listing.set_defaults(run=cmd_list)
+
+    get = commands.add_parser("download", help="download a completed job's ZIP (or one stem)")
+    get.add_argument("job_id")
+    get.add_argument("--stem", help="only this stem")
+    get.add_argument("-o", "--output", help="file or folder to save to")
+    get.set_defaults(run=cmd_download)
+
+    delete = commands.add_parser("delete", help="cancel and delete a job and its files")
+    delete.add_argument("job_id")
+    delete.set_defaults(run=cmd_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = Progress(args.quiet)
+    api = Api(args.api_url)
+    try:
+        code: int = args.run(api, args, progress)
+        return code
+    except CliError as exc:
+        progress.stop()
+        print(f"stemkube: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        progress.stop()
+        print("stemkube: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        api.close()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,79 @@
-"""Command-line entry point; the capability arrives with its own issue."""
+"""``stemkube-separate``: the command line, exit codes and the termination message."""
 
+import logging
+import os
+import signal
 import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from stemkube_separator import exitcodes, logs, options, pipeline, progress
+from stemkube_separator.errors import SeparatorError
+
+log = logging.getLogger("stemkube_separator")
+
+# Kubernetes caps the termination message at 4096 bytes; one readable line is the aim.
+MAX_MESSAGE = 1024
 
 
-def main() -> int:
-    print("main", file=sys.stderr)
-    return 2
+class Terminated(BaseException):
+    """SIGTERM (the pod is being deleted): unwind so an upload in flight is aborted."""
+
+
+def one_line(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
+
+def write_termination_log(path: str, message: str) -> None:
+    """Best effort: a missing or read-only path must not hide the real failure."""
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(one_line(message) + "\n")
+    except OSError:
+        pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ
+    parser = options.build_parser(env)
+
+    def usage_error(message: str) -> None:
+        write_termination_log(options.termination_log_hint(args, env), message)
+
+    parser.report = usage_error
+    try:
+        opts = options.parse(args, env, parser)
+    except SystemExit as exc:  # argparse: 2 for a usage error, 0 for --help
+        return exc.code if isinstance(exc.code, int) else exitcodes.USAGE
+
+    logs.setup(opts.job_id)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    reporter: progress.Reporter = (
+        progress.cr_reporter(*opts.progress_cr) if opts.progress_cr else progress.LogReporter()
+    )
+    code, reason = exitcodes.OK, ""
+    try:
+        log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
+        pipeline.run(opts, env, reporter)
+    except SeparatorError as exc:
+        code, reason = exc.exit_code, str(exc)
+    except Terminated:
+        code, reason = 128 + signal.SIGTERM, "terminated (SIGTERM) before the separation finished"
+    except Exception as exc:
+        log.exception("unexpected error")
+        code, reason = exitcodes.CRASH, f"unexpected error: {type(exc).__name__}: {exc}"
+    finally:
+        reporter.close()
+    if code != exitcodes.OK:
+        log.error(one_line(reason), extra={"exit_code": code})
+        write_termination_log(opts.termination_log, reason)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The two interfaces the REST API talks to. Kubernetes mode implements them with SeparationJob
+custom resources (kube.py) and S3 (s3.py); local mode will implement them with worker processes
+and local files. All methods are blocking: the API calls them from worker threads."""
+
+import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from stemkube_api.jobs import JobPage, JobRecord
+from stemkube_api.options import SeparationRequest
+
+
+class UnavailableError(RuntimeError):
+    """A backend cannot be reached or refused the call: the request may be retried (503)."""
+
+
+class ObjectNotFoundError(LookupError):
+    pass
+
+
+class TooLargeError(ValueError):
+    """More bytes than the writer's limit; what was written is gone."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectWriter(Protocol):
+    """One object being written. Nothing is visible under its key until ``commit``; ``abort``
+    (or an error, or passing the limit) leaves nothing behind."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class ObjectReader(Protocol):
+    """An object being read: its size (of the range read) and its bytes, chunk by chunk."""
+
+    size: int
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    def writer(self, key: str, limit: int, content_type: str) -> ObjectWriter: ...
+
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> ObjectReader:
+        """Raises ObjectNotFoundError."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def presigned_url(
+        self, key: str, expires: datetime.timedelta, download_name: str
+    ) -> str | None:
+        """A URL that GETs the object without credentials, or None where there is no such
+        thing (local files)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Deleting what is not there is success."""
+        ...
+
+    def check(self) -> None:
+        """Raises UnavailableError unless the store answers."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    request: SeparationRequest
+    input_key: str
+    filename: str
+
+
+class JobBackend(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def create(self, job: NewJob) -> JobRecord: ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def list(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobPage: ...
+
+    def delete(self, job_id: str) -> bool:
+        """Cancels the job if it runs and deletes it and its files; False if there was none."""
+        ...
+
+    def check(self) -> None:
+        """Raises UnavailableError unless the backend can serve."""
+        ...

@@ -1,0 +1,236 @@
+"""Jobs as the REST API shows them, and the pure rules around them: status words, storage keys,
+download names, ordering and pagination. A SeparationJob CR (a plain dict, as the Kubernetes API
+returns it) becomes a JobRecord here; local mode will build JobRecords of its own."""
+
+import base64
+import binascii
+import datetime
+import json
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from stemkube_api.options import DEFAULT_BITRATE, output_stems
+from stemkube_api.sniff import EXTENSIONS
+
+PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
+STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED)
+PHASE_TO_STATUS = {
+    "Pending": PENDING,
+    "Running": PROCESSING,
+    "Completed": COMPLETED,
+    "Failed": FAILED,
+}
+STEM_MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
+
+# A Kubernetes object name (DNS subdomain): anything else is no job of ours.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def status_of(phase: str | None) -> str:
+    """SeparationJob phase -> the REST API's word. No phase yet: the operator has not seen it."""
+    return PHASE_TO_STATUS.get(phase or "Pending", PENDING)
+
+
+def valid_job_id(job_id: str) -> bool:
+    return bool(_NAME.match(job_id))
+
+
+def input_key(job_id: str, extension: str) -> str:
+    """Where an upload is stored: the job id and an extension from the sniffer's allow-list."""
+    if not valid_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    if extension not in EXTENSIONS:
+        raise ValueError(f"not an allowed extension: {extension!r}")
+    return f"inputs/{job_id}/input.{extension}"
+
+
+def result_key(job_id: str) -> str:
+    if not valid_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"results/{job_id}.zip"
+
+
+def clean_filename(name: str | None) -> str:
+    """The user's file name as metadata: its last path component, no control characters,
+    at most 255 characters (the CRD's limit)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
+    if base in ("", ".", ".."):
+        base = "upload"
+    if len(base) > 255:
+        stem, dot, ext = base.rpartition(".")
+        base = f"{stem[: 254 - len(ext)]}.{ext}" if dot and len(ext) < 16 else base[:255]
+    return base
+
+
+def _stem_of(filename: str) -> str:
+    stem, dot, _ = filename.rpartition(".")
+    return stem if dot and stem else filename
+
+
+def zip_download_name(filename: str) -> str:
+    """``song.mp3`` -> ``song_stems.zip``, as the original service named it."""
+    return f"{_stem_of(filename)}_stems.zip"
+
+
+def stem_download_name(filename: str, stem: str, fmt: str) -> str:
+    return f"{_stem_of(filename)}_{stem}.{fmt}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+,=@\[\]-]")
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII ``filename`` (what ``curl -O -J`` uses) and, when the name is
+    not plain ASCII, its exact UTF-8 form in ``filename*`` (RFC 6266) for browsers."""
+    folded = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    fallback = _UNSAFE.sub("_", folded).strip(" .") or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
+    return header
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+CREATED_AT_ANNOTATION = "stemkube.io/created-at"
+
+
+def created_stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_precise(annotations: dict[str, str]) -> datetime.datetime | None:
+    try:
+        return parse_time(annotations.get(CREATED_AT_ANNOTATION))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    status: str
+    filename: str
+    created_at: datetime.datetime
+    progress: int
+    model: str
+    format: str
+    stems: list[str]
+    input_key: str
+    result_key: str
+    bitrate: int | None = None
+    two_stems: str | None = None
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    duration: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    result_size: int | None = None
+
+    @property
+    def error(self) -> str | None:
+        if self.status != FAILED:
+            return None
+        return self.message or self.reason or "the separation failed"
+
+
+def record_from_cr(cr: dict[str, Any]) -> JobRecord:
+    meta = cr.get("metadata") or {}
+    spec = cr.get("spec") or {}
+    status = cr.get("status") or {}
+    result = status.get("result") or {}
+    model = spec.get("model") or "htdemucs"
+    fmt = spec.get("format") or "mp3"
+    stems = spec.get("stems")
+    word = status_of(status.get("phase"))
+    # The API's own stamp has microseconds (creationTimestamp only seconds): it orders jobs
+    # uploaded within one second.
+    created = (
+        _parse_precise(meta.get("annotations") or {})
+        or parse_time(meta.get("creationTimestamp"))
+        or datetime.datetime.now(datetime.UTC)
+    )
+    input_ref = spec.get("input") or {}
+    output_ref = spec.get("output") or {}
+    return JobRecord(
+        job_id=meta.get("name", ""),
+        status=word,
+        filename=input_ref.get("filename") or input_ref.get("key", "").rsplit("/", 1)[-1],
+        created_at=created,
+        progress=int(status.get("progress") or (100 if word == COMPLETED else 0)),
+        model=model,
+        format=fmt,
+        bitrate=(spec.get("bitrate") or DEFAULT_BITRATE) if fmt == "mp3" else None,
+        stems=list(result.get("stems") or output_stems(model, stems, spec.get("twoStems"))),
+        two_stems=spec.get("twoStems"),
+        started_at=parse_time(status.get("startTime")),
+        completed_at=parse_time(status.get("completionTime")),
+        duration=status.get("duration"),
+        reason=status.get("reason"),
+        message=status.get("message"),
+        input_key=input_ref.get("key", ""),
+        result_key=result.get("key") or output_ref.get("key", ""),
+        result_size=result.get("size"),
+    )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+class BadCursorError(ValueError):
+    pass
+
+
+def _order_key(record: JobRecord) -> tuple[datetime.datetime, str]:
+    return (record.created_at, record.job_id)
+
+
+def encode_cursor(record: JobRecord) -> str:
+    raw = json.dumps([record.created_at.isoformat(), record.job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    bad = BadCursorError("cursor: not a cursor this API gave out")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, name = json.loads(raw)
+        if not isinstance(created, str) or not isinstance(name, str):
+            raise bad
+        moment = datetime.datetime.fromisoformat(created)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise bad from exc
+    if moment.tzinfo is None:
+        raise bad
+    return moment, name
+
+
+def paginate(
+    records: Iterable[JobRecord],
+    status: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> JobPage:
+    """Newest first (ties by id), optionally of one status, ``limit`` at a time; a page's
+    ``next_cursor`` continues after its last job."""
+    chosen = [r for r in records if status is None or r.status == status]
+    chosen.sort(key=_order_key, reverse=True)
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        chosen = [r for r in chosen if _order_key(r) < after]
+    if limit is None or len(chosen) <= limit:
+        return JobPage(chosen, None)
+    page = chosen[:limit]
+    return JobPage(page, encode_cursor(page[-1]))

@@ -1,0 +1,95 @@
+"""The REST API's request and response bodies, as OpenAPI shows them."""
+
+import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from stemkube_api.jobs import JobRecord
+
+Status = Literal["pending", "processing", "completed", "failed"]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong, for people; names the field at fault.")
+
+
+class Health(BaseModel):
+    service: str = Field(examples=["stemkube"])
+    version: str
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="Each dependency and its state.")
+
+
+class Alive(BaseModel):
+    status: Literal["alive"]
+
+
+class UploadResponse(BaseModel):
+    job_id: str = Field(description="The job's id: use it with /status, /download and /job.")
+    status: Status = Field(description="Always pending: the separation starts in the background.")
+    filename: str = Field(description="The uploaded file's name (metadata only).")
+    created_at: datetime.datetime
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: Status
+    filename: str
+    created_at: datetime.datetime
+    progress: int = Field(ge=0, le=100, description="Percent done.")
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    duration: str | None = Field(None, description="From start to completion, e.g. 1m23s.")
+    error: str | None = Field(None, description="Why the job failed (failed jobs only).")
+    reason: str | None = Field(None, description="Why the job is in its status, in CamelCase.")
+    message: str | None = Field(None, description="The reason in words.")
+    model: str
+    format: Literal["mp3", "wav", "flac"]
+    bitrate: int | None = Field(None, description="MP3 kbit/s (mp3 only).")
+    stems: list[str] = Field(description="The stems the ZIP holds (or will hold).")
+    two_stems: str | None = None
+    size: int | None = Field(None, description="Bytes of the result ZIP, once completed.")
+    download_url: str | None = Field(None, description="Where to get the ZIP, once completed.")
+
+    @classmethod
+    def of(cls, record: JobRecord) -> "JobStatus":
+        done = record.status == "completed"
+        return cls(
+            job_id=record.job_id,
+            status=record.status,  # type: ignore[arg-type]
+            filename=record.filename,
+            created_at=record.created_at,
+            progress=max(0, min(100, record.progress)),
+            started_at=record.started_at,
+            completed_at=record.completed_at,
+            duration=record.duration,
+            error=record.error,
+            reason=record.reason,
+            message=record.message,
+            model=record.model,
+            format=record.format,  # type: ignore[arg-type]
+            bitrate=record.bitrate,
+            stems=record.stems,
+            two_stems=record.two_stems,
+            size=record.result_size if done else None,
+            download_url=f"/download/{record.job_id}" if done else None,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Newest first.")
+    count: int = Field(description="Jobs on this page.")
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
+class Deleted(BaseModel):
+    job_id: str
+    deleted: Literal[True]
+    message: str

@@ -1,0 +1,80 @@
+"""The API's configuration in Kubernetes mode, read once from the environment."""
+
+import datetime
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stemkube_api.sizes import format_size, parse_size
+
+DEFAULT_MAX_FILE_SIZE = "500MB"
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str = "default"
+    bucket: str = "stemkube"
+    max_file_size: int = parse_size(DEFAULT_MAX_FILE_SIZE)
+    presigned_downloads: bool = False
+    presign_expiry: datetime.timedelta = datetime.timedelta(minutes=15)
+    s3_endpoint: str = "https://s3.amazonaws.com"
+    s3_public_endpoint: str | None = None  # the endpoint clients reach, for presigned URLs
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    region: str | None = None
+    ca_bundle: str | None = None
+    kubeconfig: str | None = None  # None: in-cluster
+
+    @property
+    def max_file_size_text(self) -> str:
+        return format_size(self.max_file_size)
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in TRUE:
+        return True
+    if raw in FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    try:
+        max_size = parse_size(env.get("MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
+    except ValueError as exc:
+        raise SettingsError(f"MAX_FILE_SIZE: {exc}") from None
+    expiry_raw = env.get("STEMKUBE_PRESIGN_EXPIRY_SECONDS") or "900"
+    try:
+        expiry = int(expiry_raw)
+    except ValueError:
+        raise SettingsError(
+            f"STEMKUBE_PRESIGN_EXPIRY_SECONDS must be a number, not {expiry_raw!r}"
+        ) from None
+    if not 1 <= expiry <= 7 * 86400:
+        raise SettingsError("STEMKUBE_PRESIGN_EXPIRY_SECONDS must be between 1 and 604800")
+    return Settings(
+        namespace=env.get("STEMKUBE_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
+        bucket=env.get("STEMKUBE_BUCKET") or "stemkube",
+        max_file_size=max_size,
+        presigned_downloads=_bool(env, "STEMKUBE_PRESIGNED_DOWNLOADS"),
+        presign_expiry=datetime.timedelta(seconds=expiry),
+        s3_endpoint=env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
+        or "https://s3.amazonaws.com",
+        s3_public_endpoint=env.get("STEMKUBE_S3_PUBLIC_URL") or None,
+        access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+        secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        session_token=env.get("AWS_SESSION_TOKEN") or None,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        ca_bundle=env.get("AWS_CA_BUNDLE") or None,
+        kubeconfig=env.get("KUBECONFIG") or None,
+    )

@@ -1,0 +1,25 @@
+"""Failures that the separator knows how to explain, each tied to its exit code."""
+
+from stemkube_separator import exitcodes
+
+
+class SeparatorError(Exception):
+    """A failure with a reason a person understands (the exception's message)."""
+
+    exit_code: int = exitcodes.CRASH
+
+
+class UsageError(SeparatorError):
+    exit_code = exitcodes.USAGE
+
+
+class InvalidInputError(SeparatorError):
+    """Retrying cannot help: the input or the request itself is the problem."""
+
+    exit_code = exitcodes.INVALID_INPUT
+
+
+class TransientError(SeparatorError):
+    """Storage, network or device trouble: a later try may succeed."""
+
+    exit_code = exitcodes.TRANSIENT

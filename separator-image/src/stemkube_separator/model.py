@@ -1,0 +1,90 @@
+"""Loading a Demucs model (local repo folder or the hub/cache) and choosing where it runs."""
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from demucs.apply import BagOfModels
+from demucs.htdemucs import HTDemucs
+from demucs.pretrained import get_model
+from demucs.repo import ModelLoadingError
+
+from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
+from stemkube_separator.options import Device
+
+log = logging.getLogger(__name__)
+
+AnyModel = Any  # demucs ships no type information: a BagOfModels or a single model
+
+
+def load(name: str, repo: str | None) -> AnyModel:
+    """The model ``name`` from ``repo`` (Demucs's local-repo format: ``<sig>.th`` files and
+    ``<name>.yaml`` bags), or from the Demucs hub and its cache when ``repo`` is None."""
+    repo_path = None
+    if repo is not None:
+        repo_path = Path(repo)
+        if not repo_path.is_dir():
+            raise UsageError(f"--model-repo {repo} is not a folder")
+    try:
+        model = get_model(name, repo=repo_path)
+    except ModelLoadingError as exc:
+        raise InvalidInputError(f"unknown model {name!r}: {exc}") from None
+    except OSError as exc:  # the hub or the download site unreachable, a full cache disk
+        raise TransientError(f"could not fetch model {name!r}: {exc}") from exc
+    model.eval()
+    return model
+
+
+def max_segment(model: AnyModel) -> float:
+    """The longest segment (seconds) the model accepts: a transformer model cannot look
+    further than it was trained on."""
+    if isinstance(model, BagOfModels):
+        return float(model.max_allowed_segment)
+    if isinstance(model, HTDemucs):
+        return float(model.segment)
+    return math.inf
+
+
+def check_segment(model: AnyModel, segment: float | None) -> None:
+    if segment is not None and segment > max_segment(model):
+        raise InvalidInputError(
+            f"--segment {segment:g} is longer than model allows ({max_segment(model):g} s)"
+        )
+
+
+def resolve_device(choice: Device) -> str:
+    if choice == "cpu":
+        return "cpu"
+    available = torch.cuda.is_available()
+    if choice == "cuda" and not available:
+        # A GPU node whose driver is not ready yet; another try (or node) may have one.
+        raise TransientError("--device cuda was asked for but no CUDA device is available")
+    return "cuda" if available else "cpu"
+
+
+def cgroup_cpu_limit(cpu_max: str) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` line ("max 100000" or "150000 100000")."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not period:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: its affinity, capped by a container's CPU limit
+    (torch's default counts the host's cores, which oversubscribes a limited pod)."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        limit = cgroup_cpu_limit(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except (OSError, ValueError):
+        limit = None
+    return min(count, limit) if limit else count
+
+
+def configure_threads() -> int:
+    threads = usable_cpus()
+    torch.set_num_threads(threads)
+    return threads

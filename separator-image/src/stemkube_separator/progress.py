@@ -1,0 +1,147 @@
+"""Progress 0-100: to the SeparationJob's status (``--progress-cr``) or to the log.
+
+Writes to the API server happen in a background thread holding only the latest value, so a
+slow or unreachable API server never slows the separation, and a failed write is logged,
+never raised.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
+MIN_INTERVAL = 1.0  # seconds between two writes
+FINAL_WAIT = 10.0  # how long close() waits for the last write
+
+
+class Reporter(Protocol):
+    def update(self, percent: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def stage_percent(start: int, end: int, fraction: float) -> int:
+    """Map a stage's fraction done onto its share of the 0-100 scale."""
+    fraction = min(1.0, max(0.0, fraction))
+    return start + int((end - start) * fraction)
+
+
+class Throttle:
+    """Lets a new value through at most once per ``interval``; the last value always passes."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last: float | None = None
+
+    def ready(self, final: bool = False) -> bool:
+        now = self.clock()
+        if final or self.last is None or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+class LogReporter:
+    def __init__(self, interval: float = MIN_INTERVAL) -> None:
+        self.throttle = Throttle(interval)
+        self.percent = -1
+
+    def update(self, percent: int) -> None:
+        if percent <= self.percent:
+            return
+        self.percent = percent
+        if self.throttle.ready(final=percent >= 100):
+            log.info("progress %d%%", percent, extra={"progress": percent})
+
+    def close(self) -> None:
+        pass
+
+
+def status_patch(percent: int) -> dict[str, Any]:
+    return {"status": {"progress": percent}}
+
+
+class CrReporter:
+    """JSON merge-patch of ``status.progress`` through the status subresource."""
+
+    def __init__(self, namespace: str, name: str, api: Any, interval: float = MIN_INTERVAL) -> None:
+        self.namespace, self.name = namespace, name
+        self.api = api  # kubernetes.client.CustomObjectsApi
+        self.interval = interval
+        self.cond = threading.Condition()
+        self.pending: int | None = None
+        self.sent = -1
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self.thread.start()
+
+    def update(self, percent: int) -> None:
+        with self.cond:
+            if percent > max(self.sent, self.pending if self.pending is not None else -1):
+                self.pending = percent
+                self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.thread.join(FINAL_WAIT)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.pending is None and not self.closing:
+                    self.cond.wait()
+                if self.pending is None:
+                    return
+                percent, self.pending = self.pending, None
+            self._write(percent)
+            with self.cond:
+                # Sleep out the interval, unless closing: then the last value goes at once.
+                deadline = time.monotonic() + self.interval
+                while not self.closing and (left := deadline - time.monotonic()) > 0:
+                    self.cond.wait(left)
+
+    def _write(self, percent: int) -> None:
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                status_patch(percent),
+                _request_timeout=5,
+            )
+            self.sent = percent
+        except Exception as exc:
+            log.warning(
+                "could not write progress to %s/%s: %s",
+                self.namespace,
+                self.name,
+                exc,
+                extra={"progress": percent},
+            )
+
+
+def cr_reporter(namespace: str, name: str) -> Reporter:
+    """From ``KUBECONFIG`` when set (the test tier, a developer), else the pod's service
+    account. A missing configuration degrades to log lines: progress is never fatal."""
+    from kubernetes import client, config
+
+    try:
+        if os.environ.get("KUBECONFIG"):
+            api_client = config.new_client_from_config()
+        else:
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+    except Exception as exc:
+        log.warning("no Kubernetes configuration, progress goes to the log: %s", exc)
+        return LogReporter()
+    return CrReporter(namespace, name, client.CustomObjectsApi(api_client))

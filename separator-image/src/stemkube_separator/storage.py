@@ -1,0 +1,201 @@
+"""Getting INPUT to a local file and writing OUTPUT so it appears whole or not at all.
+
+Local OUTPUT: a temporary file beside the target, renamed over it when complete.
+S3 OUTPUT: the bytes stream through a bounded pipe into a multipart upload running in a
+thread; an exception on either side aborts the upload, so no partial object ever appears.
+"""
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import urllib3.exceptions
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
+from stemkube_separator.locations import Location, S3Object
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 16 << 20  # multipart part; S3's minimum is 5 MiB
+PIPE_LIMIT = 2 * PART_SIZE  # bytes buffered between the ZIP writer and the upload
+
+ClientFactory = Callable[[], Minio]
+
+
+def storage_error(what: str, exc: BaseException) -> TransientError:
+    """A storage failure in words, e.g. "downloading s3://b/k: S3 error NoSuchKey: ..."."""
+    if isinstance(exc, S3Error):
+        reason = f"S3 error {exc.code}: {exc.message}"
+    elif isinstance(exc, urllib3.exceptions.MaxRetryError):
+        reason = f"storage unreachable: {exc.reason}"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return TransientError(f"{what}: {reason}")
+
+
+_STORAGE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
+
+
+def fetch_input(location: Location, workdir: Path, s3: ClientFactory) -> Path:
+    if isinstance(location, Path):
+        if not location.exists():
+            raise InvalidInputError(f"the input file {location} does not exist")
+        return location
+    target = workdir / "input"
+    try:
+        s3().fget_object(location.bucket, location.key, str(target))
+    except ValueError as exc:  # the client's check of bucket and key names
+        raise UsageError(f"input {location}: {exc}") from None
+    except _STORAGE_ERRORS as exc:
+        raise storage_error(f"downloading {location}", exc) from exc
+    return target
+
+
+class _Pipe:
+    """A bounded byte pipe between one writer thread and one reader thread (the upload)."""
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = bytearray()
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reader_gone = False
+
+    # Writer side (zipfile only needs write and flush on a stream it cannot seek).
+    def write(self, data: bytes) -> int:
+        with self._cond:
+            while len(self._buffer) >= self._limit and not self._reader_gone:
+                self._cond.wait()
+            if self._reader_gone:
+                raise BrokenPipeError("the upload stopped")
+            self._buffer += data
+            self._cond.notify_all()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close_writer(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Make the reader raise ``error``: the upload aborts instead of completing."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    # Reader side.
+    def read(self, size: int = -1) -> bytes:
+        with self._cond:
+            while not self._buffer and not self._eof and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            size = len(self._buffer) if size < 0 else size
+            chunk = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._cond.notify_all()
+            return chunk
+
+    def reader_done(self) -> None:
+        with self._cond:
+            self._reader_gone = True
+            self._cond.notify_all()
+
+
+class _AbortedError(Exception):
+    """Raised inside the upload to make it abort; the writer's own error is re-raised."""
+
+
+@contextlib.contextmanager
+def _s3_writer(target: S3Object, s3: ClientFactory) -> Iterator[BinaryIO]:
+    try:
+        client = s3()
+    except ValueError as exc:
+        raise UsageError(f"output {target}: {exc}") from None
+    pipe = _Pipe(PIPE_LIMIT)
+    upload_error: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            # length=-1: the size is unknown, so the client runs a multipart upload and
+            # aborts it on any exception (a single PUT when it all fits in one part).
+            client.put_object(
+                target.bucket,
+                target.key,
+                cast(BinaryIO, pipe),
+                length=-1,
+                part_size=PART_SIZE,
+                content_type="application/zip",
+                num_parallel_uploads=2,
+            )
+        except BaseException as exc:
+            upload_error.append(exc)
+        finally:
+            pipe.reader_done()
+
+    thread = threading.Thread(target=upload, name="s3-upload", daemon=True)
+    thread.start()
+    try:
+        yield cast(BinaryIO, pipe)
+    except BaseException as exc:
+        pipe.fail(_AbortedError())
+        thread.join()
+        real = [e for e in upload_error if not isinstance(e, _AbortedError)]
+        if real and isinstance(exc, BrokenPipeError):
+            # The writer only saw the symptom; the upload's error is the cause.
+            raise _classify_upload(target, real[0]) from real[0]
+        raise
+    pipe.close_writer()
+    thread.join()
+    if upload_error:
+        raise _classify_upload(target, upload_error[0]) from upload_error[0]
+
+
+def _classify_upload(target: S3Object, exc: BaseException) -> Exception:
+    if isinstance(exc, ValueError):
+        return UsageError(f"output {target}: {exc}")
+    return storage_error(f"uploading {target}", exc)
+
+
+@contextlib.contextmanager
+def _local_writer(target: Path) -> Iterator[BinaryIO]:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise storage_error(f"writing {target}", exc) from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(f"writing {target}", exc) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def open_output(
+    location: Location, s3: ClientFactory
+) -> contextlib.AbstractContextManager[BinaryIO]:
+    """A writable stream for OUTPUT that becomes visible only if the block completes."""
+    if isinstance(location, Path):
+        return _local_writer(location)
+    return _s3_writer(location, s3)

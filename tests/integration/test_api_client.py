@@ -1,0 +1,138 @@
+"""The ``stemkube`` client against a live API, operator and separator."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.harness.api import ApiFactory, ApiServer, mp3_song
+from tests.harness.procs import free_port
+from tests.harness.stemkube import OperatorFactory
+
+pytestmark = pytest.mark.integration
+
+STEMKUBE = Path(sys.executable).parent / "stemkube"
+
+
+def stemkube(
+    *args: str, api: ApiServer | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if api is not None:
+        env["STEMKUBE_API_URL"] = api.url
+    return subprocess.run(
+        [str(STEMKUBE), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_stemkube_separate_and_friends(
+    stemkube_namespace: str,
+    start_operator: OperatorFactory,
+    start_api: ApiFactory,
+    tmp_path: Path,
+) -> None:
+    start_operator()
+    api = start_api()
+    song = tmp_path / "song.mp3"
+    song.write_bytes(mp3_song(1.0))
+
+    result = stemkube("separate", str(song), "--poll-interval=0.3", api=api, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = tmp_path / "song_stems.zip"
+    assert result.stdout.strip() == "song_stems.zip"
+    assert sorted(zipfile.ZipFile(saved).namelist()) == [
+        "bass.mp3",
+        "drums.mp3",
+        "other.mp3",
+        "vocals.mp3",
+    ]
+    assert "uploading song.mp3" in result.stderr
+    assert "completed 100%" in result.stderr
+
+    out = tmp_path / "karaoke.zip"
+    result = stemkube(
+        f"--api-url={api.url}",
+        "separate",
+        str(song),
+        "--two-stems=drums",
+        "--format=flac",
+        f"--output={out}",
+        "--poll-interval=0.3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(zipfile.ZipFile(out).namelist()) == ["drums.flac", "no_drums.flac"]
+
+    listed = stemkube("list", "--json", api=api)
+    assert listed.returncode == 0, listed.stderr
+    jobs = json.loads(listed.stdout)
+    assert [j["filename"] for j in jobs] == ["song.mp3", "song.mp3"]
+    assert [j["format"] for j in jobs] == ["flac", "mp3"]
+    karaoke_id = jobs[0]["job_id"]
+    table = stemkube("list", "--status=completed", api=api)
+    assert karaoke_id in table.stdout
+    assert "completed" in table.stdout
+
+    status = stemkube("status", karaoke_id, api=api)
+    assert status.returncode == 0
+    assert "completed" in status.stdout
+    assert "drums, no_drums" in status.stdout
+
+    drums = stemkube("download", karaoke_id, "--stem=drums", f"--output={tmp_path}", api=api)
+    assert drums.returncode == 0, drums.stderr
+    assert (tmp_path / "song_drums.flac").read_bytes()[:4] == b"fLaC"
+
+    deleted = stemkube("delete", karaoke_id, api=api)
+    assert deleted.returncode == 0
+    assert karaoke_id in deleted.stdout
+    gone = stemkube("status", karaoke_id, api=api)
+    assert gone.returncode == 4
+    assert "not found" in gone.stderr
+
+
+def test_stemkube_exit_codes(
+    stemkube_namespace: str,
+    start_operator: OperatorFactory,
+    start_api: ApiFactory,
+    tmp_path: Path,
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = stemkube(f"--api-url={nowhere}", "list")
+    assert result.returncode == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"stemkube: cannot reach the stemkube API at {nowhere}")
+
+    assert stemkube("separate").returncode == 2
+    missing = stemkube(f"--api-url={nowhere}", "separate", str(tmp_path / "nope.mp3"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+
+    start_operator()
+    api = start_api()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a song\n" * 50)
+    refused = stemkube("separate", str(text), api=api)
+    assert refused.returncode == 3
+    assert "HTTP 415" in refused.stderr
+    song = tmp_path / "song.mp3"
+    song.write_bytes(mp3_song(0.5))
+    bad = stemkube("separate", str(song), "--format=wav", "--bitrate=128", api=api)
+    assert bad.returncode == 3
+    assert "HTTP 422: bitrate: bitrate applies only with format mp3" in bad.stderr
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(4000))
+    failed = stemkube("-q", "separate", str(broken), "--poll-interval=0.3", api=api)
+    assert failed.returncode == 1
+    [line] = failed.stderr.strip().splitlines()
+    assert line.startswith("stemkube: job ")
+    assert " failed: " in line

@@ -1,0 +1,240 @@
+"""The REST API end to end: real control plane, MinIO, operator process and separator (tiny
+model), the API as its own process, and curl as a user runs it."""
+
+import io
+import json
+import re
+import shlex
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from minio import Minio
+
+from tests.harness.api import ApiFactory, ApiServer, mp3_song
+from tests.harness.audio import sine_wav
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+from tests.harness.tools import REPO_ROOT
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+FOUR = ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+
+
+def readme_curl_flow() -> list[str]:
+    """The curl commands of api/README.md's flow, as written there."""
+    text = (REPO_ROOT / "api" / "README.md").read_text()
+    block = text.split("<!-- curl-flow", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def curl(command: str, api: ApiServer, cwd: Path, job_id: str | None = None) -> str:
+    command = command.replace("http://localhost:8000", api.url)
+    if job_id:
+        command = command.replace("JOB_ID", job_id)
+    result = subprocess.run(
+        shlex.split(command), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"{command}: {result.stderr}"
+    return result.stdout
+
+
+def objects(s3: Minio, bucket: str) -> list[str]:
+    return sorted(o.object_name for o in s3.list_objects(bucket, recursive=True))
+
+
+def cr_exists(cluster: Cluster, namespace: str, name: str) -> bool:
+    try:
+        client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def wait_done(api: ApiServer, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status: dict[str, Any] = api.get(f"/status/{job_id}").json()
+        return status if status["status"] in ("completed", "failed") else None
+
+    return wait_for(done, timeout, f"job {job_id} finishes", interval=0.3)
+
+
+def test_the_readme_curl_flow_end_to_end(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+    start_api: ApiFactory,
+    tmp_path: Path,
+) -> None:
+    start_operator()
+    api = start_api()
+    s3 = minio_server.client()
+    (tmp_path / "song.mp3").write_bytes(mp3_song(1.5))
+    upload_cmd, status_cmd, download_cmd, jobs_cmd, delete_cmd = readme_curl_flow()
+
+    created = json.loads(curl(upload_cmd, api, tmp_path))
+    assert set(created) == {"job_id", "status", "filename", "created_at"}
+    assert created["status"] == "pending"
+    assert created["filename"] == "song.mp3"
+    job_id = created["job_id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", job_id)
+    # Keys come from the job id, never the file's name; the name is metadata on the CR.
+    assert objects(s3, bucket) == [f"inputs/{job_id}/input.mp3"]
+    cr = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        GROUP, VERSION, stemkube_namespace, PLURAL, job_id
+    )
+    assert cr["spec"]["input"] == {
+        "bucket": bucket,
+        "key": f"inputs/{job_id}/input.mp3",
+        "filename": "song.mp3",
+    }
+    assert cr["spec"]["output"] == {"bucket": bucket, "key": f"results/{job_id}.zip"}
+
+    first = json.loads(curl(status_cmd, api, tmp_path, job_id))
+    assert first["status"] in ("pending", "processing")
+    seen = [first["status"]]
+
+    def completed() -> dict[str, Any] | None:
+        status: dict[str, Any] = json.loads(curl(status_cmd, api, tmp_path, job_id))
+        seen.append(status["status"])
+        return status if status["status"] in ("completed", "failed") else None
+
+    final = wait_for(completed, 120, "the job completes", interval=0.3)
+    assert final["status"] == "completed", final
+    assert final["progress"] == 100
+    assert final["error"] is None
+    assert final["started_at"]
+    assert final["completed_at"]
+    assert final["started_at"] <= final["completed_at"]
+    assert final["stems"] == ["vocals", "drums", "bass", "other"]
+    assert (final["model"], final["format"]) == ("htdemucs", "mp3")
+    assert "processing" in seen or "pending" in seen
+
+    curl(download_cmd, api, tmp_path, job_id)
+    saved = tmp_path / "song_stems.zip"
+    assert saved.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    assert sorted(zipfile.ZipFile(saved).namelist()) == FOUR
+    assert final["size"] == saved.stat().st_size
+
+    listed = json.loads(curl(jobs_cmd, api, tmp_path))
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id]
+    assert listed["jobs"][0]["status"] == "completed"
+
+    deleted = json.loads(curl(delete_cmd, api, tmp_path, job_id))
+    assert deleted["deleted"] is True
+    assert api.get(f"/status/{job_id}").status_code == 404
+    wait_for(lambda: not cr_exists(cluster, stemkube_namespace, job_id), 60, "CR deleted")
+    wait_for(lambda: objects(s3, bucket) == [], 30, "objects deleted")
+    assert json.loads(curl(jobs_cmd, api, tmp_path))["jobs"] == []
+
+
+def test_options_two_stems_wav_and_six_stems_flac(
+    stemkube_namespace: str,
+    start_operator: OperatorFactory,
+    start_api: ApiFactory,
+) -> None:
+    start_operator()
+    api = start_api()
+    song = mp3_song(1.0)
+    with api.client() as http:
+        karaoke = http.post(
+            "/upload",
+            files={"file": ("Café song.mp3", song)},
+            data={"two_stems": "vocals", "format": "wav"},
+        ).json()
+        six = http.post(
+            "/upload",
+            files={"file": ("band.mp3", song)},
+            data={"model": "htdemucs_6s", "stems": "guitar,piano", "format": "flac"},
+        ).json()
+        low = http.post(
+            "/upload", files={"file": ("low.mp3", song)}, data={"format": "mp3", "bitrate": "64"}
+        ).json()
+
+        for job, members in (
+            (karaoke, ["no_vocals.wav", "vocals.wav"]),
+            (six, ["guitar.flac", "piano.flac"]),
+            (low, FOUR),
+        ):
+            status = wait_done(api, job["job_id"])
+            assert status["status"] == "completed", status
+            response = http.get(f"/download/{job['job_id']}")
+            assert response.status_code == 200
+            assert sorted(zipfile.ZipFile(io.BytesIO(response.content)).namelist()) == members
+
+        status = http.get(f"/status/{karaoke['job_id']}").json()
+        assert (status["format"], status["two_stems"], status["bitrate"]) == ("wav", "vocals", None)
+        assert status["stems"] == ["vocals", "no_vocals"]
+        response = http.get(f"/download/{karaoke['job_id']}")
+        assert response.headers["content-disposition"] == (
+            'attachment; filename="Cafe song_stems.zip"; '
+            "filename*=UTF-8''Caf%C3%A9%20song_stems.zip"
+        )
+        # One stem, read out of the ZIP in storage.
+        vocals = http.get(f"/download/{karaoke['job_id']}/vocals")
+        assert vocals.status_code == 200
+        assert vocals.headers["content-type"] == "audio/wav"
+        assert vocals.content[:4] == b"RIFF"
+        assert vocals.content[8:12] == b"WAVE"
+        archive = zipfile.ZipFile(io.BytesIO(response.content))
+        assert vocals.content == archive.read("vocals.wav")
+        missing = http.get(f"/download/{karaoke['job_id']}/drums")
+        assert missing.status_code == 404
+        assert "vocals, no_vocals" in missing.json()["detail"]
+        guitar = http.get(f"/download/{six['job_id']}/guitar")
+        assert guitar.content[:4] == b"fLaC"
+        assert http.get(f"/status/{low['job_id']}").json()["bitrate"] == 64
+        # Newest first.
+        listed = [j["job_id"] for j in http.get("/jobs").json()["jobs"]]
+        assert listed == [low["job_id"], six["job_id"], karaoke["job_id"]]
+
+
+def test_deleting_a_processing_job_cancels_it(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+    start_api: ApiFactory,
+) -> None:
+    start_operator()
+    api = start_api()
+    s3 = minio_server.client()
+    with api.client() as http:
+        job_id = http.post("/upload", files={"file": ("long.wav", sine_wav(30.0))}).json()["job_id"]
+        wait_for(
+            lambda: http.get(f"/status/{job_id}").json()["status"] == "processing",
+            60,
+            "the job runs",
+            interval=0.1,
+        )
+        deleted = http.delete(f"/job/{job_id}")
+        assert deleted.status_code == 200
+        assert deleted.json()["message"] == f"job {job_id} cancelled and deleted"
+        assert http.get(f"/status/{job_id}").status_code == 404
+        assert http.get("/jobs").json()["jobs"] == []
+    core = client.CoreV1Api(cluster.api)
+    wait_for(lambda: not cr_exists(cluster, stemkube_namespace, job_id), 60, "CR deleted")
+    wait_for(
+        lambda: (
+            not core.list_namespaced_pod(
+                stemkube_namespace, label_selector=f"stemkube.io/separation-job={job_id}"
+            ).items
+        ),
+        60,
+        "the separation pod deleted",
+    )
+    wait_for(lambda: objects(s3, bucket) == [], 30, "objects deleted")

@@ -1,0 +1,534 @@
+"""The REST API's HTTP behaviour on in-memory stand-ins for the job backend and the object store
+(the integration tier runs the same routes on SeparationJobs and MinIO)."""
+
+import dataclasses
+import datetime
+import io
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stemkube_api.app import create_app
+from stemkube_api.interfaces import (
+    NewJob,
+    ObjectInfo,
+    ObjectNotFoundError,
+    TooLargeError,
+    UnavailableError,
+)
+from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key
+from stemkube_api.settings import Settings
+from tests.harness.audio import sine_wav
+
+NOW = datetime.datetime(2026, 11, 24, 10, tzinfo=datetime.UTC)
+
+
+class MemoryWriter:
+    def __init__(self, store: "MemoryStore", key: str, limit: int) -> None:
+        self.store, self.key, self.limit = store, key, limit
+        self.data = bytearray()
+        store.open_writers += 1
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) > self.limit:
+            self.abort()
+            raise TooLargeError(self.limit)
+
+    def commit(self) -> int:
+        self.store.objects[self.key] = bytes(self.data)
+        self.store.open_writers -= 1
+        return len(self.data)
+
+    def abort(self) -> None:
+        if self.data is not None:
+            self.store.open_writers -= 1
+            self.store.aborted += 1
+        self.data = bytearray()
+
+
+class MemoryReader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(0, len(self.data), 1000):
+            yield self.data[i : i + 1000]
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.open_writers = 0
+        self.aborted = 0
+        self.down = False
+        self.ranges: list[tuple[int, int | None]] = []
+
+    def writer(self, key: str, limit: int, content_type: str) -> MemoryWriter:
+        return MemoryWriter(self, key, limit)
+
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> MemoryReader:
+        if key not in self.objects:
+            raise ObjectNotFoundError(key)
+        self.ranges.append((offset, length))
+        data = self.objects[key]
+        end = len(data) if length is None else offset + length
+        return MemoryReader(data[offset:end])
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        data = self.objects.get(key)
+        return None if data is None else ObjectInfo(key, len(data))
+
+    def presigned_url(self, key: str, expires: datetime.timedelta, download_name: str) -> str:
+        return f"https://s3.example/{key}?name={download_name}"
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def check(self) -> None:
+        if self.down:
+            raise UnavailableError("storage unreachable: connection refused")
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.created: list[NewJob] = []
+        self.down = False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def create(self, job: NewJob) -> JobRecord:
+        if self.down:
+            raise UnavailableError("kubernetes: connection refused")
+        self.created.append(job)
+        record = JobRecord(
+            job_id=job.job_id,
+            status="pending",
+            filename=job.filename,
+            created_at=NOW,
+            progress=0,
+            model=job.request.effective_model,
+            format=job.request.effective_format,
+            stems=job.request.output_stems(),
+            input_key=job.input_key,
+            result_key=result_key(job.job_id),
+        )
+        self.jobs[job.job_id] = record
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.jobs.get(job_id)
+
+    def list(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobPage:
+        return paginate(self.jobs.values(), status, limit, cursor)
+
+    def delete(self, job_id: str) -> bool:
+        return self.jobs.pop(job_id, None) is not None
+
+    def check(self) -> None:
+        if self.down:
+            raise UnavailableError("kubernetes: connection refused")
+
+    def finish(self, job_id: str, store: MemoryStore, **changes: Any) -> None:
+        record = self.jobs[job_id]
+        members = {f"{s}.{record.format}": f"{s} audio".encode() * 100 for s in record.stems}
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        store.objects[record.result_key] = archive.getvalue()
+        self.jobs[job_id] = dataclasses.replace(
+            record, status="completed", progress=100, result_size=len(archive.getvalue()), **changes
+        )
+
+
+@pytest.fixture
+def parts() -> tuple[MemoryBackend, MemoryStore]:
+    return MemoryBackend(), MemoryStore()
+
+
+def make_client(parts: tuple[MemoryBackend, MemoryStore], **settings: Any) -> Iterator[TestClient]:
+    backend, store = parts
+    app = create_app(Settings(**settings), backend, store)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(parts: tuple[MemoryBackend, MemoryStore]) -> Iterator[TestClient]:
+    yield from make_client(parts)
+
+
+SONG = sine_wav(0.2)
+
+
+def upload(client: TestClient, data: bytes = SONG, name: str = "song.wav", **fields: str) -> Any:
+    return client.post("/upload", files={"file": (name, data, "audio/wav")}, data=fields)
+
+
+def upload_with(client: TestClient, fields: dict[str, str]) -> Any:
+    return upload(client, SONG, "song.wav", **fields)
+
+
+def test_health(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["service"] == "stemkube"
+    assert body["status"] == "ok"
+    assert body["version"]
+    assert client.get("/healthz").json() == {"status": "alive"}
+
+
+def test_upload_stores_under_the_job_id_and_creates_the_job(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    backend, store = parts
+    response = upload(client, name="../My Song.wav", format="wav", two_stems="vocals")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"job_id", "status", "filename", "created_at"}
+    assert body["status"] == "pending"
+    assert body["filename"] == "My Song.wav"
+    [job] = backend.created
+    assert job.job_id == body["job_id"]
+    assert job.input_key == f"inputs/{body['job_id']}/input.wav"
+    assert store.objects[job.input_key] == SONG
+    assert job.request.two_stems == "vocals"
+    assert store.open_writers == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 2000, "PNG"),
+        (b"just some words\n" * 100, "text"),
+    ],
+)
+def test_not_audio_is_415_and_nothing_is_stored(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore], data: bytes, words: str
+) -> None:
+    backend, store = parts
+    response = upload(client, data, name="x.png")
+    assert response.status_code == 415
+    assert words in response.json()["detail"]
+    assert "x.png" in response.json()["detail"]
+    assert not store.objects
+    assert not backend.created
+
+
+def test_too_large_is_413_with_the_limit_and_nothing_is_stored(
+    parts: tuple[MemoryBackend, MemoryStore],
+) -> None:
+    backend, store = parts
+    for client in make_client(parts, max_file_size=100_000):
+        response = upload(client, sine_wav(2.0))
+        assert response.status_code == 413
+        assert "97.66KB" in response.json()["detail"]
+        assert "100000 bytes" in response.json()["detail"]
+        # The limit is on the file alone: a file of exactly the limit is fine.
+        exact = SONG + b"\x00" * (100_000 - len(SONG))
+        assert upload(client, exact).status_code == 200
+    assert len(store.objects) == 1
+    assert len(backend.created) == 1
+    assert store.open_writers == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"model": "spleeter"}, "model"),
+        ({"format": "ogg"}, "format"),
+        ({"bitrate": "128", "format": "flac"}, "bitrate"),
+        ({"stems": "vocals", "two_stems": "bass"}, "two_stems"),
+        ({"stems": "piano"}, "stems"),
+        ({"two_stem": "vocals"}, "two_stem"),
+    ],
+)
+def test_bad_options_are_422_naming_the_field(
+    client: TestClient,
+    parts: tuple[MemoryBackend, MemoryStore],
+    fields: dict[str, str],
+    field: str,
+) -> None:
+    backend, store = parts
+    response = upload_with(client, fields)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"{field}: ")
+    assert not store.objects
+    assert not backend.created
+    assert store.open_writers == 0
+
+
+def test_options_after_the_file_are_checked_too(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    _, store = parts
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    body += (
+        SONG + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="format"\r\n\r\n'.encode()
+    )
+    body += (
+        f'wav\r\n--{boundary}\r\nContent-Disposition: form-data; name="bitrate"\r\n\r\n'.encode()
+    )
+    body += f"128\r\n--{boundary}--\r\n".encode()
+    response = client.post(
+        "/upload",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("bitrate: ")
+    assert not store.objects
+    assert store.aborted == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, "multipart/form-data"),
+        ({"data": {"format": "wav"}, "files": {"other": ("a", b"x")}}, "other"),
+        ({"data": {"file": "text"}, "files": {"x2": ("a", b"")}}, "file: must be a file"),
+        (
+            {
+                "content": b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+                b"mdx\r\n--b--\r\n",
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            "file: field required",
+        ),
+        (
+            {
+                "content": b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"'
+                b"\r\n\r\nRIFF",
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            "ended before",
+        ),
+    ],
+)
+def test_malformed_uploads_are_422(client: TestClient, kwargs: dict[str, Any], words: str) -> None:
+    response = client.post("/upload", **kwargs)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"]
+
+
+def test_backend_down_is_503_and_the_input_is_removed(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    backend, store = parts
+    backend.down = True
+    response = upload(client)
+    assert response.status_code == 503
+    assert "connection refused" in response.json()["detail"]
+    assert not store.objects
+
+
+def test_status_list_download_delete(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    backend, store = parts
+    job_id = upload(client, name="song.wav").json()["job_id"]
+    status = client.get(f"/status/{job_id}").json()
+    assert status["status"] == "pending"
+    assert status["stems"] == ["vocals", "drums", "bass", "other"]
+    assert status["error"] is None
+    assert status["download_url"] is None
+
+    response = client.get(f"/download/{job_id}")
+    assert response.status_code == 409
+    assert "pending" in response.json()["detail"]
+
+    backend.finish(job_id, store)
+    response = client.get(f"/download/{job_id}")
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == 'attachment; filename="song_stems.zip"'
+    assert response.headers["content-type"] == "application/zip"
+    members = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert sorted(members) == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+
+    stem = client.get(f"/download/{job_id}/vocals")
+    assert stem.status_code == 200
+    assert stem.content == b"vocals audio" * 100
+    assert stem.headers["content-type"] == "audio/mpeg"
+    assert stem.headers["content-disposition"] == 'attachment; filename="song_vocals.mp3"'
+    assert client.get(f"/download/{job_id}/guitar").status_code == 404
+
+    listed = client.get("/jobs").json()
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id]
+    assert listed["jobs"][0]["status"] == "completed"
+    assert client.get("/jobs", params={"status": "pending"}).json()["jobs"] == []
+
+    deleted = client.delete(f"/job/{job_id}")
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted"] is True
+    assert not store.objects
+    assert client.get(f"/status/{job_id}").status_code == 404
+    assert client.delete(f"/job/{job_id}").status_code == 404
+
+
+def test_failed_download_is_409_with_the_error(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    backend, _ = parts
+    job_id = upload(client).json()["job_id"]
+    backend.jobs[job_id] = dataclasses.replace(
+        backend.jobs[job_id], status="failed", reason="InvalidInput", message="not audio at all"
+    )
+    response = client.get(f"/download/{job_id}")
+    assert response.status_code == 409
+    assert "not audio at all" in response.json()["detail"]
+    assert client.get(f"/status/{job_id}").json()["error"] == "not audio at all"
+
+
+def test_presigned_downloads_redirect(parts: tuple[MemoryBackend, MemoryStore]) -> None:
+    backend, store = parts
+    for client in make_client(parts, presigned_downloads=True):
+        job_id = upload(client).json()["job_id"]
+        backend.finish(job_id, store)
+        response = client.get(f"/download/{job_id}", follow_redirects=False)
+        assert response.status_code == 307
+        assert response.headers["location"].startswith("https://s3.example/results/")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/status/nope", "/status/..%2F..", "/download/nope", "/download/nope/vocals", "/job/nope"],
+)
+def test_unknown_jobs_are_404(client: TestClient, path: str) -> None:
+    method = client.delete if path.startswith("/job/") else client.get
+    response = method(path)
+    assert response.status_code == 404
+    assert isinstance(response.json()["detail"], str)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=done", "status"),
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=zz", "cursor"),
+    ],
+)
+def test_bad_list_queries_are_422_naming_the_field(
+    client: TestClient, query: str, field: str
+) -> None:
+    response = client.get(f"/jobs?{query}")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"{field}: ")
+
+
+def test_readyz(client: TestClient, parts: tuple[MemoryBackend, MemoryStore]) -> None:
+    backend, store = parts
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "checks": {"kubernetes": "ok", "storage": "ok"},
+    }
+    store.down = True
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "storage" in response.json()["detail"]
+    store.down, backend.down = False, True
+    assert "kubernetes" in client.get("/readyz").json()["detail"]
+
+
+def test_metrics(client: TestClient) -> None:
+    upload(client)
+    upload(client, b"not a song")
+    client.get("/status/nope")
+    text = client.get("/metrics").text
+    assert 'stemkube_api_requests_total{method="POST",route="/upload",status="200"} 1.0' in text
+    assert 'stemkube_api_requests_total{method="POST",route="/upload",status="415"} 1.0' in text
+    assert (
+        'stemkube_api_requests_total{method="GET",route="/status/{job_id}",status="404"} 1.0'
+        in text
+    )
+    assert f"stemkube_api_upload_bytes_total {float(len(SONG))}" in text
+    assert "stemkube_api_jobs_created_total 1.0" in text
+    assert 'stemkube_api_uploads_rejected_total{reason="not_audio"} 1.0' in text
+    assert "stemkube_api_request_duration_seconds_bucket" in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_openapi_is_complete(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/",
+        "/upload",
+        "/status/{job_id}",
+        "/download/{job_id}",
+        "/download/{job_id}/{stem}",
+        "/jobs",
+        "/job/{job_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
+    schemas = spec["components"]["schemas"]
+    for name in ("ErrorResponse", "UploadResponse", "JobStatus", "JobList", "Deleted", "Health"):
+        assert name in schemas
+    form = paths["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(form["properties"]) == {"file", "model", "stems", "two_stems", "format", "bitrate"}
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for code in ("413", "415", "422", "503"):
+        response = paths["/upload"]["post"]["responses"][code]
+        assert response["content"]["application/json"]["schema"] == error_ref
+    assert (
+        paths["/jobs"]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
+        == error_ref
+    )
+    assert "application/zip" in paths["/download/{job_id}"]["get"]["responses"]["200"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_unknown_routes_answer_json(client: TestClient) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+    assert client.put("/upload").status_code == 405
+
+
+def test_options_before_the_file_are_refused_before_it_is_stored(
+    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+) -> None:
+    _, store = parts
+    response = upload_with(client, {"format": "wav", "bitrate": "128"})
+    assert response.status_code == 422
+    assert store.open_writers == 0
+    assert store.aborted == 0  # no writer was ever opened
+    # stems=guitar before the file may still be fixed by a model after it.
+    boundary = "B"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="stems"\r\n\r\nguitar\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    ).encode()
+    body += SONG
+    body += (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nhtdemucs_6s'
+        f"\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = client.post("/upload", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    assert client.get(f"/status/{job_id}").json()["stems"] == ["guitar"]
