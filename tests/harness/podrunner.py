@@ -115,10 +115,6 @@ class PodRunner:
         stand-in is the host's loopback (what kube-proxy's DNAT does on a real node)."""
         return re.sub(r"//10\.244\.0\.\d+", "//127.0.0.1", url)
 
-    def allocate_ip(self) -> str:
-        with self._lock:
-            return next(self._pod_ips)
-
     def logs(self, namespace: str, name: str) -> str:
         """The output of the pod's container (all its runs), as ``kubectl logs`` would show."""
         with self._lock:
@@ -177,7 +173,7 @@ class PodRunner:
                 return
             if worker is not None or (pod.status and pod.status.phase in ("Succeeded", "Failed")):
                 return
-            worker = _PodWorker(self, pod)
+            worker = _PodWorker(self, pod, next(self._pod_ips))
             self._workers[uid] = worker
         worker.start()
 
@@ -410,14 +406,14 @@ def _field(pod: client.V1Pod, path: str, pod_ip: str) -> str:
 class _PodWorker:
     """Runs one pod's container to the end, restarting it as the pod's restartPolicy says."""
 
-    def __init__(self, runner: PodRunner, pod: client.V1Pod) -> None:
+    def __init__(self, runner: PodRunner, pod: client.V1Pod, pod_ip: str) -> None:
         self.runner = runner
         self.pod = pod
         self.name: str = pod.metadata.name
         self.namespace: str = pod.metadata.namespace
         self.scratch = runner.workdir / f"{self.namespace}_{self.name}_{pod.metadata.uid[:8]}"
         self.log_path = self.scratch / "container.log"
-        self.pod_ip = runner.allocate_ip()
+        self.pod_ip = pod_ip
         self._cancelled = threading.Event()
         self._write_status_on_cancel = True
         self._grace = MAX_GRACE_SECONDS
