@@ -138,8 +138,9 @@ def test_separation_job_completes_with_stems_in_storage(
 ) -> None:
     namespace, s3 = stemkube_namespace, minio_server.client()
     operator = start_operator()
-    upload(s3, bucket, "inputs/song-1/song.wav", sine_wav(2.0))
-    created = create(cluster, namespace, "song-1", bucket)
+    # Long enough that the separator reports progress between 0 and 100 (at most once a second).
+    upload(s3, bucket, "inputs/song-1/song.wav", sine_wav(30.0))
+    created = create(cluster, namespace, "song-1", bucket, shifts=2)
     progress = ProgressWatch(cluster, namespace, "song-1")
 
     cr = wait_phase(cluster, namespace, "song-1", ("Completed", "Failed"))
