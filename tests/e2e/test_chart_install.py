@@ -10,9 +10,9 @@ from kubernetes import client
 
 from tests.e2e.conftest import Release, running_pod
 from tests.harness.audio import sine_wav
-from tests.harness.fixtures import Cluster
+from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
-from tests.harness.stemkube import GROUP, PLURAL, VERSION, kubectl
+from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -6,6 +6,7 @@ whole run. Function scope: a fresh namespace and a fresh bucket per test.
 
 import contextlib
 import secrets
+import subprocess
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.minio import MinioServer, start_minio
 from tests.harness.node import NodeHeartbeat, NodeSpec
 from tests.harness.podrunner import PodRunner
+from tests.harness.tools import tool
 
 
 @dataclass
@@ -30,6 +32,20 @@ class Cluster:
     @property
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
+
+
+def kubectl(cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(tool("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout + result.stderr
 
 
 _PLANES: list[ControlPlane] = []  # for the failure report hook below

@@ -3,7 +3,6 @@ chart sets one up (storage Secret, the separator's ServiceAccount and its RBAC),
 repository, and operator processes started from the installed ``stemkube-operator``."""
 
 import base64
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -14,29 +13,15 @@ import pytest
 from kubernetes import client
 
 from tests.harness import procs
-from tests.harness.fixtures import Cluster
+from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
-from tests.harness.tools import REPO_ROOT, tool
+from tests.harness.tools import REPO_ROOT
 
 CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
 SEPARATOR_IMAGE = "stemkube/separator:dev"
 STORAGE_SECRET = "stemkube-storage"
 SEPARATOR_ACCOUNT = "stemkube-separator"
 GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
-
-
-def kubectl(cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(
-        [str(tool("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.fixtures import Cluster
-from tests.harness.stemkube import kubectl
+from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.tools import REPO_ROOT, tool
 
 pytestmark = pytest.mark.integration

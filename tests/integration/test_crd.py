@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.fixtures import Cluster
-from tests.harness.stemkube import kubectl
+from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.tools import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.harness.fixtures import Cluster
+from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
 from tests.harness.tools import tool
 from tests.harness.waiting import wait_for
@@ -55,19 +55,6 @@ def job_condition(batch: client.BatchV1Api, namespace: str, name: str) -> str | 
 
 def job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[client.V1Pod]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items)
-
-
-def kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(tool("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def test_server_reports_pinned_version(cluster: Cluster) -> None:
