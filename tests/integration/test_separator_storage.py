@@ -7,11 +7,9 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
 from minio.error import S3Error
 
 from stemkube_separator import exitcodes, storage
@@ -26,44 +24,9 @@ from tests.harness.separator_fixtures import (
     run_separator,
     zip_members,
 )
+from tests.harness.stemkube import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.integration
-
-GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
-
-MINIMAL_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{PLURAL}.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "separationjob", "kind": "SeparationJob"},
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                            "status": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 def s3_env(server: MinioServer) -> dict[str, str]:
@@ -88,27 +51,6 @@ def incomplete_uploads(server: MinioServer, bucket: str, key: str) -> list[str]:
     return [upload.object_name for upload in result.uploads]
 
 
-@pytest.fixture
-def crd(cluster: Cluster) -> None:
-    """The SeparationJob CRD: the repository's own if a test already installed it, else a
-    minimal one (any spec, any status, a status subresource)."""
-    ext = client.ApiextensionsV1Api(cluster.api)
-    try:
-        ext.create_custom_resource_definition(MINIMAL_CRD)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    for event in watch.Watch().stream(
-        ext.list_custom_resource_definition,
-        field_selector=f"metadata.name={PLURAL}.{GROUP}",
-        timeout_seconds=30,
-    ):
-        conditions = event["object"].status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-    raise AssertionError("the SeparationJob CRD did not become Established")
-
-
 def create_job(cluster: Cluster, namespace: str, name: str, bucket: str) -> None:
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
         GROUP,
@@ -128,7 +70,7 @@ def create_job(cluster: Cluster, namespace: str, name: str, bucket: str) -> None
 
 
 @pytest.fixture
-def progress_seen(cluster: Cluster, namespace: str, crd: None) -> Iterator[list[int]]:
+def progress_seen(cluster: Cluster, namespace: str, separation_crd: None) -> Iterator[list[int]]:
     """Every ``status.progress`` value the API server announces in ``namespace``."""
     seen: list[int] = []
     api = client.CustomObjectsApi(cluster.api)
@@ -194,7 +136,7 @@ def test_s3_round_trip_with_progress_on_the_job(
 
 
 def test_progress_write_failure_never_fails_the_separation(
-    cluster: Cluster, namespace: str, crd: None, tiny_model_repo: Path, tmp_path: Path
+    cluster: Cluster, namespace: str, separation_crd: None, tiny_model_repo: Path, tmp_path: Path
 ) -> None:
     song = make_audio(tmp_path / "song.wav", "-c:a", "pcm_s16le")
 

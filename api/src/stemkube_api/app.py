@@ -52,7 +52,15 @@ from stemkube_api.models import (
     Status,
     UploadResponse,
 )
-from stemkube_api.options import FIELDS, OptionError, check_field, parse_request
+from stemkube_api.options import (
+    DEFAULT_MODEL,
+    FIELDS,
+    MODELS,
+    SIX_STEMS,
+    OptionError,
+    check_field,
+    parse_request,
+)
 from stemkube_api.settings import Settings
 from stemkube_api.sniff import ACCEPTED, SNIFF_BYTES, NotAudioError, sniff
 from stemkube_api.zipmember import NoSuchMemberError, open_member
@@ -108,17 +116,8 @@ UPLOAD_BODY: dict[str, Any] = {
                         },
                         "model": {
                             "type": "string",
-                            "enum": [
-                                "htdemucs",
-                                "htdemucs_ft",
-                                "htdemucs_6s",
-                                "hdemucs_mmi",
-                                "mdx",
-                                "mdx_extra",
-                                "mdx_q",
-                                "mdx_extra_q",
-                            ],
-                            "default": "htdemucs",
+                            "enum": list(MODELS),
+                            "default": DEFAULT_MODEL,
                         },
                         "stems": {
                             "type": "string",
@@ -127,7 +126,7 @@ UPLOAD_BODY: dict[str, Any] = {
                         },
                         "two_stems": {
                             "type": "string",
-                            "enum": ["vocals", "drums", "bass", "other", "guitar", "piano"],
+                            "enum": list(SIX_STEMS),
                             "description": "Split into this stem and no_<stem>. Not with stems.",
                         },
                         "format": {
