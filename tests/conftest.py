@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.harness.stemkube",
     "tests.harness.separator_fixtures",
     "tests.harness.api",
+    "tests.harness.service",
 ]

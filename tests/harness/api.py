@@ -2,7 +2,7 @@
 the installed console script, talking to the tier's control plane and MinIO."""
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,12 @@ import httpx
 import pytest
 
 from tests.harness import procs
+from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
+
+MB = 1024 * 1024
+BOUNDARY = "stemkube-test-boundary"
 
 
 @dataclass
@@ -38,8 +42,55 @@ class ApiServer:
     def stop(self) -> None:
         self.process.stop()
 
+    def _status_mib(self, field: str) -> float:
+        # The kernel's own accounting: no sampling, so a short-lived peak is not missed.
+        status = Path(f"/proc/{self.process.popen.pid}/status").read_text()
+        [line] = [x for x in status.splitlines() if x.startswith(f"{field}:")]
+        return int(line.split()[1]) / 1024
+
+    def rss_mib(self) -> float:
+        """Resident memory now (VmRSS), in MiB."""
+        return self._status_mib("VmRSS")
+
+    def peak_rss_mib(self) -> float:
+        """The highest resident memory since the process started (VmHWM), in MiB."""
+        return self._status_mib("VmHWM")
+
 
 ApiFactory = Callable[..., ApiServer]
+
+
+def launch_api(
+    name: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    wait_ready: bool = True,
+    args: Sequence[str] = (),
+) -> ApiServer:
+    """One ``stemkube-api`` process from the installed console script on a free loopback port,
+    configured by ``env`` (KUBECONFIG, STEMKUBE_NAMESPACE, AWS_*...); stopped if it does not
+    become ready."""
+    port = procs.free_port()
+    full_env = dict(env)
+    process = procs.start(
+        name,
+        [
+            Path(sys.executable).parent / "stemkube-api",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            *args,
+        ],
+        log_dir,
+        env=full_env,
+    )
+    server = ApiServer(process, port, full_env)
+    if wait_ready:
+        try:
+            procs.wait_ready(process, server.ready, timeout=60)
+        except BaseException:
+            server.stop()
+            raise
+    return server
 
 
 @pytest.fixture
@@ -55,8 +106,6 @@ def start_api(
     started: list[ApiServer] = []
 
     def start(wait_ready: bool = True, **env: str) -> ApiServer:
-        port = procs.free_port()
-        name = f"api-{len(started)}"
         full_env = {
             "KUBECONFIG": str(cluster.kubeconfig),
             "STEMKUBE_NAMESPACE": stemkube_namespace,
@@ -67,16 +116,10 @@ def start_api(
             "AWS_REGION": "us-east-1",
             **env,
         }
-        process = procs.start(
-            name,
-            [Path(sys.executable).parent / "stemkube-api", "--host=127.0.0.1", f"--port={port}"],
-            tmp_path / "logs",
-            env=full_env,
-        )
-        server = ApiServer(process, port, full_env)
+        server = launch_api(f"api-{len(started)}", full_env, tmp_path / "logs", wait_ready=False)
         started.append(server)
         if wait_ready:
-            procs.wait_ready(process, server.ready, timeout=60)
+            procs.wait_ready(server.process, server.ready, timeout=60)
         return server
 
     yield start
@@ -109,3 +152,25 @@ def mp3_song(seconds: float = 1.5, rate: int = 44100) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+def wav_of(size: int) -> Iterator[bytes]:
+    """A WAV header then zeros, ``size`` bytes in all, generated as it is sent."""
+    head = sine_wav(0.001)
+    yield head
+    left = size - len(head)
+    block = b"\x00" * MB
+    while left > 0:
+        yield block[: min(left, MB)]
+        left -= MB
+
+
+def multipart_stream(filename: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A multipart/form-data body (boundary ``BOUNDARY``) with ``chunks`` as the file field,
+    produced as it is sent: the client never holds the file."""
+    yield (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    yield from chunks
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()

@@ -1,4 +1,4 @@
-"""The ``stemkube`` client against a live API, operator and separator."""
+"""The ``stemkube`` client against a live API in both modes (the ``service`` fixture)."""
 
 import json
 import os
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.api import ApiFactory, ApiServer, mp3_song
+from tests.harness.api import ApiServer, mp3_song
 from tests.harness.procs import free_port
-from tests.harness.stemkube import OperatorFactory
+from tests.harness.service import Service
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,8 @@ def stemkube(
     )
 
 
-def test_stemkube_separate_and_friends(
-    stemkube_namespace: str,
-    start_operator: OperatorFactory,
-    start_api: ApiFactory,
-    tmp_path: Path,
-) -> None:
-    start_operator()
-    api = start_api()
+def test_stemkube_separate_and_friends(service: Service, tmp_path: Path) -> None:
+    api = service.start_api()
     song = tmp_path / "song.mp3"
     song.write_bytes(mp3_song(1.0))
 
@@ -99,12 +93,7 @@ def test_stemkube_separate_and_friends(
     assert "not found" in gone.stderr
 
 
-def test_stemkube_exit_codes(
-    stemkube_namespace: str,
-    start_operator: OperatorFactory,
-    start_api: ApiFactory,
-    tmp_path: Path,
-) -> None:
+def test_stemkube_exit_codes(service: Service, tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     result = stemkube(f"--api-url={nowhere}", "list")
     assert result.returncode == 3
@@ -116,8 +105,7 @@ def test_stemkube_exit_codes(
     assert missing.returncode == 2
     assert "no such file" in missing.stderr
 
-    start_operator()
-    api = start_api()
+    api = service.start_api()
     text = tmp_path / "notes.txt"
     text.write_text("not a song\n" * 50)
     refused = stemkube("separate", str(text), api=api)

@@ -98,6 +98,8 @@ class MemoryStore:
 
 
 class MemoryBackend:
+    name = "kubernetes"
+
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.created: list[NewJob] = []

@@ -277,7 +277,7 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
     )
     async def readyz() -> Ready:
         checks: dict[str, str] = {}
-        for name, check in (("kubernetes", backend.check), ("storage", store.check)):
+        for name, check in ((backend.name, backend.check), ("storage", store.check)):
             try:
                 with anyio.fail_after(CHECK_TIMEOUT):
                     await anyio.to_thread.run_sync(check, abandon_on_cancel=True)

@@ -1,6 +1,6 @@
 """The two interfaces the REST API talks to. Kubernetes mode implements them with SeparationJob
-custom resources (kube.py) and S3 (s3.py); local mode will implement them with worker processes
-and local files. All methods are blocking: the API calls them from worker threads."""
+custom resources (kube.py) and S3 (s3.py); local mode with worker processes and local files
+(local/). All methods are blocking: the API calls them from worker threads."""
 
 import datetime
 from collections.abc import Iterator
@@ -88,6 +88,8 @@ class NewJob:
 
 
 class JobBackend(Protocol):
+    name: str  # what /readyz calls it: "kubernetes" or "local"
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...

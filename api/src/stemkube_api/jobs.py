@@ -1,6 +1,6 @@
 """Jobs as the REST API shows them, and the pure rules around them: status words, storage keys,
 download names, ordering and pagination. A SeparationJob CR (a plain dict, as the Kubernetes API
-returns it) becomes a JobRecord here; local mode will build JobRecords of its own."""
+returns it) becomes a JobRecord here; local mode builds its own (local/rules.py)."""
 
 import base64
 import binascii

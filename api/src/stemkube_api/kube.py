@@ -254,6 +254,8 @@ class WatchCache:
 
 
 class KubernetesBackend:
+    name = "kubernetes"
+
     def __init__(
         self,
         api: client.ApiClient,

@@ -54,9 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup(opts.job_id)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    reporter: progress.Reporter = (
-        progress.cr_reporter(*opts.progress_cr) if opts.progress_cr else progress.LogReporter()
-    )
+    reporter: progress.Reporter
+    if opts.progress_cr:
+        reporter = progress.cr_reporter(*opts.progress_cr)
+    elif opts.progress_file:
+        reporter = progress.FileReporter(opts.progress_file)
+    else:
+        reporter = progress.LogReporter()
     code, reason = exitcodes.OK, ""
     try:
         log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})

@@ -35,6 +35,7 @@ class Options:
     segment: float | None = None  # seconds; None: the model's own
     device: Device = "auto"
     progress_cr: tuple[str, str] | None = None  # (namespace, name)
+    progress_file: str | None = None
     max_duration: float = DEFAULT_MAX_DURATION
     termination_log: str = DEFAULT_TERMINATION_LOG
     job_id: str | None = None
@@ -118,7 +119,11 @@ def build_parser(env: Mapping[str, str]) -> _Parser:
     parser.add_argument("--overlap", type=_overlap, default=0.25)
     parser.add_argument("--segment", type=_positive_float, help="seconds per model segment")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--progress-cr", type=_cr, metavar="NAMESPACE/NAME")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress-cr", type=_cr, metavar="NAMESPACE/NAME")
+    progress.add_argument(
+        "--progress-file", metavar="PATH", help="keep the latest percentage in this file"
+    )
     parser.add_argument(
         "--max-duration",
         type=_positive_float,
@@ -167,6 +172,7 @@ def parse(
         segment=ns.segment,
         device=ns.device,
         progress_cr=ns.progress_cr,
+        progress_file=ns.progress_file,
         max_duration=ns.max_duration,
         termination_log=ns.termination_log,
         job_id=job_id,

@@ -63,6 +63,31 @@ class LogReporter:
         pass
 
 
+class FileReporter(LogReporter):
+    """Log lines, plus the latest percentage in a file that another process polls (local
+    mode's worker). The file is replaced whole, so a reader never sees a partial number."""
+
+    def __init__(self, path: str, interval: float = MIN_INTERVAL) -> None:
+        super().__init__(interval)
+        self.path = path
+        self.file_throttle = Throttle(interval)
+
+    def update(self, percent: int) -> None:
+        before = self.percent
+        super().update(percent)
+        if self.percent > before and self.file_throttle.ready(final=percent >= 100):
+            self._write(percent)
+
+    def _write(self, percent: int) -> None:
+        tmp = f"{self.path}.tmp"
+        try:
+            with open(tmp, "w", encoding="ascii") as file:
+                file.write(f"{percent}\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("could not write progress to %s: %s", self.path, exc)
+
+
 def status_patch(percent: int) -> dict[str, Any]:
     return {"status": {"progress": percent}}
 

@@ -1,16 +1,19 @@
-"""Several API processes serve the same jobs (the SeparationJobs are the only state), presigned
-downloads, readiness and metrics."""
+"""What only Kubernetes mode has: the SeparationJob an upload creates, several API processes
+serving the same jobs (the SeparationJobs are the only state), presigned downloads, readiness
+that depends on the cluster and the bucket. Metrics are checked in both modes."""
 
 import io
 import zipfile
 
 import httpx
 import pytest
+from kubernetes import client
 
 from tests.harness.api import ApiFactory, mp3_song
+from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
-from tests.harness.stemkube import OperatorFactory
+from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,31 +68,28 @@ def test_two_api_instances_serve_the_same_jobs(
         assert one.get("/jobs").json()["jobs"] == []
 
 
-def test_readyz_and_metrics(stemkube_namespace: str, start_api: ApiFactory) -> None:
+def test_an_upload_becomes_a_separation_job(
+    cluster: Cluster, stemkube_namespace: str, bucket: str, start_api: ApiFactory
+) -> None:
     api = start_api()
     with api.client() as http:
-        ready = http.get("/readyz")
-        assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"kubernetes": "ok", "storage": "ok"}}
-        assert http.get("/healthz").status_code == 200
-        assert http.get("/").json()["service"] == "stemkube"
-        http.post("/upload", files={"file": ("a.mp3", mp3_song(0.3))})
-        http.post("/upload", files={"file": ("a.txt", b"words " * 100)})
-        http.get("/status/0b8f8a3e-6c9d-4d2a-9a57-3f8a9f8f1c11")
-        metrics = http.get("/metrics")
-        assert metrics.status_code == 200
-        text = metrics.text
-    assert 'stemkube_api_requests_total{method="POST",route="/upload",status="200"} 1.0' in text
-    assert 'stemkube_api_requests_total{method="POST",route="/upload",status="415"} 1.0' in text
-    assert (
-        'stemkube_api_requests_total{method="GET",route="/status/{job_id}",status="404"} 1.0'
-        in text
+        job_id = http.post("/upload", files={"file": ("song.mp3", mp3_song(0.3))}).json()["job_id"]
+    cr = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        GROUP, VERSION, stemkube_namespace, PLURAL, job_id
     )
-    assert 'stemkube_api_request_duration_seconds_count{method="POST",route="/upload"} 2.0' in text
-    assert "stemkube_api_jobs_created_total 1.0" in text
-    assert "stemkube_api_upload_bytes_total" in text
-    assert 'stemkube_api_uploads_rejected_total{reason="not_audio"} 1.0' in text
+    # The user's file name is metadata on the CR; keys come from the job id.
+    assert cr["spec"]["input"] == {
+        "bucket": bucket,
+        "key": f"inputs/{job_id}/input.mp3",
+        "filename": "song.mp3",
+    }
+    assert cr["spec"]["output"] == {"bucket": bucket, "key": f"results/{job_id}.zip"}
+    assert cr["metadata"]["labels"]["app.kubernetes.io/created-by"] == "stemkube-api"
 
+
+def test_not_ready_without_its_bucket_or_storage(
+    stemkube_namespace: str, start_api: ApiFactory
+) -> None:
     # Not ready: a bucket that does not exist, or storage that does not answer.
     no_bucket = start_api(wait_ready=False, STEMKUBE_BUCKET="no-such-bucket")
     response = _answer(no_bucket.url, "/readyz")

@@ -1,0 +1,75 @@
+"""The job backend of local mode: jobs are rows in SQLite, run by local worker processes."""
+
+import datetime
+import logging
+
+from stemkube_api.interfaces import NewJob, UnavailableError
+from stemkube_api.jobs import JobPage, JobRecord, paginate, valid_job_id
+from stemkube_api.local import rules
+from stemkube_api.local.records import JobTable
+from stemkube_api.local.settings import LocalSettings
+from stemkube_api.local.store import LocalStore
+from stemkube_api.local.workers import Workers, remove_files
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings: LocalSettings, store: LocalStore) -> None:
+        self.settings = settings
+        self.store = store
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.objects.mkdir(parents=True, exist_ok=True)
+        self.table = JobTable(settings.database)
+        self.workers = Workers(settings, self.table, store)
+
+    def start(self) -> None:
+        self.workers.recover()
+        self.workers.start()
+        log.info(
+            "local mode: %d worker(s), data in %s, finished jobs kept %s",
+            self.settings.workers,
+            self.settings.data_dir,
+            self.settings.ttl,
+        )
+
+    def stop(self) -> None:
+        self.workers.stop()
+        self.table.close()
+
+    def create(self, job: NewJob) -> JobRecord:
+        row = rules.new_row(job, self.settings.model, datetime.datetime.now(datetime.UTC))
+        self.table.insert(row)
+        self.workers.wake()
+        return rules.record_of(row)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        if not valid_job_id(job_id):
+            return None
+        row = self.table.get(job_id)
+        return rules.record_of(row) if row else None
+
+    def list(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobPage:
+        return paginate([rules.record_of(r) for r in self.table.all()], status, limit, cursor)
+
+    def delete(self, job_id: str) -> bool:
+        if not valid_job_id(job_id):
+            return False
+        row = self.table.get(job_id)
+        if row is None or not self.table.delete(job_id):
+            return False
+        self.workers.cancel(job_id)
+        remove_files(self.settings, self.store, row)
+        return True
+
+    def check(self) -> None:
+        try:
+            self.table.ping()
+        except Exception as exc:
+            raise UnavailableError(f"local: the job database does not answer: {exc}") from exc
+        if not self.workers.alive():
+            raise UnavailableError("local: the workers' loop is not running")

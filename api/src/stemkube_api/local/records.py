@@ -1,0 +1,164 @@
+"""Job rows in SQLite (``<data-dir>/jobs.sqlite3``): what survives a restart of local mode.
+
+One connection, shared by the API's threads and the workers' thread under a lock: the table
+is small and every statement is short, so a lock costs less than a connection per thread.
+"""
+
+import datetime
+import json
+import sqlite3
+import threading
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
+from stemkube_api.local.rules import JobRow, stems_json
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    model TEXT NOT NULL,
+    format TEXT NOT NULL,
+    input_key TEXT NOT NULL,
+    result_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stems TEXT,
+    two_stems TEXT,
+    bitrate INTEGER,
+    progress INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT,
+    completed_at TEXT,
+    reason TEXT,
+    message TEXT,
+    result_size INTEGER,
+    pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+"""
+COLUMNS = tuple(f.name for f in fields(JobRow))
+TIMES = ("created_at", "started_at", "completed_at")
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    """Fixed width, so that SQLite compares stamps as text correctly."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _to_db(row: JobRow) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(row, name) for name in COLUMNS}
+    for name in TIMES:
+        moment = values[name]
+        values[name] = _stamp(moment) if moment else None
+    values["stems"] = stems_json(row.stems)
+    return values
+
+
+def _from_db(values: sqlite3.Row) -> JobRow:
+    data: dict[str, Any] = dict(zip(values.keys(), tuple(values), strict=True))
+    for name in TIMES:
+        data[name] = datetime.datetime.fromisoformat(data[name]) if data[name] else None
+    data["stems"] = tuple(json.loads(data["stems"])) if data["stems"] else None
+    return JobRow(**data)
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+class JobTable:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{path} was written by a newer stemkube (schema {version}); "
+                    "upgrade stemkube or use another --data-dir"
+                )
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _change(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    def insert(self, row: JobRow) -> None:
+        values = _to_db(row)
+        names = ", ".join(COLUMNS)
+        marks = ", ".join(f":{name}" for name in COLUMNS)
+        with self._lock:
+            self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+
+    def get(self, job_id: str) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", job_id)
+        return _from_db(rows[0]) if rows else None
+
+    def all(self) -> list[JobRow]:
+        return [_from_db(r) for r in self._query("SELECT * FROM jobs")]
+
+    def with_status(self, *statuses: str) -> list[JobRow]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._query(
+            f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, job_id", *statuses
+        )
+        return [_from_db(r) for r in rows]
+
+    def next_pending(self) -> JobRow | None:
+        rows = self._query(
+            "SELECT * FROM jobs WHERE status = ? ORDER BY created_at, job_id LIMIT 1", PENDING
+        )
+        return _from_db(rows[0]) if rows else None
+
+    def delete(self, job_id: str) -> bool:
+        return self._change("DELETE FROM jobs WHERE job_id = ?", job_id) > 0
+
+    def save(self, row: JobRow, only_if_status: str | None = None) -> bool:
+        """Writes every field of ``row``; with ``only_if_status``, only while the stored row
+        still has that status (a job deleted or finished meanwhile is left alone)."""
+        values = _to_db(row)
+        assignments = ", ".join(f"{name} = :{name}" for name in COLUMNS if name != "job_id")
+        sql = f"UPDATE jobs SET {assignments} WHERE job_id = :job_id"
+        if only_if_status is not None:
+            sql += " AND status = :expected"
+            values["expected"] = only_if_status
+        with self._lock:
+            return self._db.execute(sql, values).rowcount > 0
+
+    def set_progress(self, job_id: str, percent: int) -> None:
+        self._change(
+            "UPDATE jobs SET progress = ? WHERE job_id = ? AND status = ? AND progress < ?",
+            percent,
+            job_id,
+            PROCESSING,
+            percent,
+        )
+
+    def finished_before(self, moment: datetime.datetime) -> list[JobRow]:
+        rows = self._query(
+            "SELECT * FROM jobs WHERE status IN (?, ?) AND completed_at <= ?",
+            COMPLETED,
+            FAILED,
+            _stamp(moment),
+        )
+        return [_from_db(r) for r in rows]

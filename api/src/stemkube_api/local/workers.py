@@ -1,0 +1,330 @@
+"""Local mode's workers: pending jobs run oldest first, at most ``workers`` at once, each as a
+``stemkube-separate`` child process (the Job image's program, with the same options, progress,
+exit codes and termination message). One thread starts, follows and reaps them, and removes
+finished jobs past their TTL."""
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
+from stemkube_api.local import rules
+from stemkube_api.local.records import JobTable
+from stemkube_api.local.settings import LocalSettings
+from stemkube_api.local.store import LocalStore
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # seconds between two looks at the children when nothing wakes the loop
+GRACE = 10.0  # seconds a cancelled separator gets to abort cleanly before SIGKILL
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class Running:
+    row: rules.JobRow
+    process: "subprocess.Popen[bytes]"
+    workdir: Path
+    slot: int
+    kill_at: float | None = None  # monotonic; set once a SIGTERM was sent
+
+    @property
+    def progress_file(self) -> Path:
+        return self.workdir / "progress"
+
+    @property
+    def termination_log(self) -> Path:
+        return self.workdir / "termination-log"
+
+    def terminate(self) -> None:
+        if self.kill_at is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            self.kill_at = time.monotonic() + GRACE
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _is_our_separator(pid: int, job_id: str) -> bool:
+    """Only a process whose command line names the job is ours to kill: a pid stored before a
+    crash may belong to anything by now."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"--job-id={job_id}".encode() in cmdline
+
+
+def _kill_leftover(pid: int, job_id: str) -> None:
+    if not _is_our_separator(pid, job_id):
+        return
+    log.warning("job %s: killing its separator (pid %d) left from the last run", job_id, pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + GRACE
+    while _is_our_separator(pid, job_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class Workers:
+    def __init__(self, settings: LocalSettings, table: JobTable, store: LocalStore) -> None:
+        self.settings = settings
+        self.table = table
+        self.store = store
+        self._running: dict[str, Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="local-workers", daemon=True)
+        self._next_expiry = 0.0
+
+    # Life cycle ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Before the first job starts: a job left ``processing`` by a previous run runs again
+        (or fails, past its attempts); half-written files and work folders go."""
+        for row in self.table.with_status(PROCESSING):
+            if row.pid:
+                _kill_leftover(row.pid, row.job_id)
+            next_state = rules.interrupted(row, self.settings.max_attempts)
+            self.table.save(
+                replace(
+                    row,
+                    status=next_state.status,
+                    reason=next_state.reason,
+                    message=next_state.message,
+                    pid=None,
+                    progress=0,
+                    completed_at=_now() if next_state.status == FAILED else None,
+                ),
+                only_if_status=PROCESSING,
+            )
+            log.warning("job %s: %s", row.job_id, next_state.message)
+        self.store.remove_partials()
+        shutil.rmtree(self.settings.work, ignore_errors=True)
+
+    def start(self) -> None:
+        for folder in (self.settings.work, self.settings.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops the loop, then the separators: their jobs run again on the next start, and
+        this stop does not count as one of their attempts."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        for job in running:
+            job.terminate()
+        for job in running:
+            try:
+                job.process.wait(GRACE)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+            self.table.save(
+                replace(
+                    job.row,
+                    status=PENDING,
+                    attempts=max(0, job.row.attempts - 1),
+                    pid=None,
+                    progress=0,
+                    reason="Interrupted",
+                    message="the service stopped while this job ran; it runs again on start",
+                ),
+                only_if_status=PROCESSING,
+            )
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            log.info("job %s: stopped with the service; it runs again on start", job.row.job_id)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Stops the job's separator if it runs (its row is already gone)."""
+        with self._lock:
+            job = self._running.get(job_id)
+            if job is not None:
+                job.terminate()
+        self._wake.set()
+
+    # The loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reap()
+                self._follow_progress()
+                self._admit()
+                self._expire()
+            except Exception:
+                log.exception("local workers: a pass failed; trying again")
+            self._wake.wait(TICK)
+            self._wake.clear()
+
+    def _free_slot(self) -> int | None:
+        taken = {job.slot for job in self._running.values()}
+        return next((s for s in range(self.settings.workers) if s not in taken), None)
+
+    def _admit(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                slot = self._free_slot()
+            if slot is None:
+                return
+            row = self.table.next_pending()
+            if row is None:
+                return
+            self._launch(row, slot)
+
+    def _launch(self, row: rules.JobRow, slot: int) -> None:
+        workdir = self.settings.work / row.job_id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        command = rules.separator_command(
+            row,
+            list(self.settings.program),
+            self.store.path(row.input_key),
+            self.store.path(row.result_key),
+            workdir / "progress",
+            workdir / "termination-log",
+            self.settings.model_repo,
+        )
+        env = dict(os.environ)
+        if self.settings.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.settings.gpus[slot % len(self.settings.gpus)]
+        try:
+            with (self.settings.logs / f"{row.job_id}.log").open("ab") as out:
+                # A session of its own: Ctrl-C in the terminal reaches the API, which stops
+                # the separators itself (and requeues their jobs).
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            failed = replace(
+                row,
+                status=FAILED,
+                reason="SeparatorError",
+                message=f"cannot start the separator ({command[0]}): {exc}",
+                completed_at=_now(),
+            )
+            self.table.save(failed, only_if_status=PENDING)
+            log.error("job %s: %s", row.job_id, failed.message)
+            return
+        now = _now()
+        running_row = rules.started(row, process.pid, now)
+        job = Running(running_row, process, workdir, slot)
+        with self._lock:
+            self._running[row.job_id] = job
+        if not self.table.save(running_row, only_if_status=PENDING):
+            job.terminate()  # deleted between our read and now: reaped as cancelled
+            return
+        log.info(
+            "job %s: separating on worker %d (pid %d, attempt %d)",
+            row.job_id,
+            slot,
+            process.pid,
+            running_row.attempts,
+        )
+
+    def _follow_progress(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        for job in running:
+            text = _read(job.progress_file)
+            if text.isdigit():
+                self.table.set_progress(job.row.job_id, min(99, int(text)))
+
+    def _reap(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        for job in running:
+            code = job.process.poll()
+            if code is None:
+                if job.kill_at is not None and time.monotonic() > job.kill_at:
+                    with contextlib.suppress(ProcessLookupError):
+                        job.process.kill()
+                continue
+            with self._lock:
+                self._running.pop(job.row.job_id, None)
+            self._finish(job, code)
+            self._wake.set()  # a slot is free
+
+    def _finish(self, job: Running, code: int) -> None:
+        job_id = job.row.job_id
+        said = _read(job.termination_log)
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        if self.table.get(job_id) is None:
+            # Deleted while it ran: whatever it wrote goes too.
+            for key in (job.row.result_key, job.row.input_key):
+                self.store.delete(key)
+            log.info("job %s: cancelled (separator exit %s)", job_id, code)
+            return
+        result = rules.outcome(code, said, job.row.attempts, self.settings.max_attempts)
+        size = None
+        if result.status == COMPLETED:
+            info = self.store.stat(job.row.result_key)
+            if info is None:
+                result = rules.Outcome(
+                    FAILED, "SeparatorError", "the separator exited 0 but wrote no result"
+                )
+            else:
+                size = info.size
+        finished = result.status in (COMPLETED, FAILED)
+        self.table.save(
+            replace(
+                job.row,
+                status=result.status,
+                reason=result.reason,
+                message=result.message,
+                pid=None,
+                progress=100 if result.status == COMPLETED else 0,
+                completed_at=_now() if finished else None,
+                result_size=size,
+            ),
+            only_if_status=PROCESSING,
+        )
+        level = logging.INFO if result.status == COMPLETED else logging.WARNING
+        log.log(level, "job %s: %s (%s): %s", job_id, result.status, result.reason, result.message)
+
+    def _expire(self) -> None:
+        if time.monotonic() < self._next_expiry:
+            return
+        self._next_expiry = time.monotonic() + self.settings.expiry_interval
+        for row in self.table.finished_before(_now() - self.settings.ttl):
+            if self.table.delete(row.job_id):
+                remove_files(self.settings, self.store, row)
+                log.info("job %s: removed, finished over %s ago", row.job_id, self.settings.ttl)
+
+
+def remove_files(settings: LocalSettings, store: LocalStore, row: rules.JobRow) -> None:
+    for key in (row.input_key, row.result_key):
+        store.delete(key)
+    (settings.logs / f"{row.job_id}.log").unlink(missing_ok=True)

@@ -1,0 +1,241 @@
+"""One REST API test suite, two backends. A test that takes the ``service`` fixture runs twice:
+against Kubernetes mode (the tier's control plane, MinIO and operator, with the separator run
+by the pod runner) and against local mode (``stemkube-api --local``: SQLite, files, worker
+processes). Each mode answers the same questions about what it holds, so one test body checks
+both: which objects are stored, which jobs exist, whether a job's separator still runs."""
+
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from kubernetes import client
+
+from tests.harness.api import ApiFactory, ApiServer, launch_api
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+
+BACKENDS = ("kubernetes", "local")
+
+
+class Service(Protocol):
+    kind: str
+
+    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
+        """The API (and what runs its jobs); keyword arguments are environment variables."""
+        ...
+
+    def objects(self) -> list[str]:
+        """Keys of the stored objects (whole ones)."""
+        ...
+
+    def incomplete_uploads(self) -> list[str]:
+        """Keys of objects begun and not finished (multipart uploads, partial files)."""
+        ...
+
+    def object_head(self, key: str, length: int) -> tuple[int, bytes]:
+        """A stored object's size and its first ``length`` bytes."""
+        ...
+
+    def begin_upload(self, key: str) -> Callable[[], None]:
+        """Begins an incomplete upload (a control for ``incomplete_uploads``); returns its
+        abort."""
+        ...
+
+    def job_ids(self) -> list[str]:
+        """Jobs the backend holds: SeparationJob names, or SQLite rows."""
+        ...
+
+    def separating(self, job_id: str) -> bool:
+        """A separator runs for the job: a pod, or a local process."""
+        ...
+
+
+class KubernetesService:
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        minio: MinioServer,
+        bucket: str,
+        start_api: ApiFactory,
+        start_operator: OperatorFactory,
+    ) -> None:
+        self.cluster, self.namespace, self.bucket = cluster, namespace, bucket
+        self.s3 = minio.client()
+        self._start_api, self._start_operator = start_api, start_operator
+        self._operator_started = False
+
+    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
+        if not self._operator_started:
+            self._start_operator()
+            self._operator_started = True
+        return self._start_api(wait_ready=wait_ready, **env)
+
+    def objects(self) -> list[str]:
+        return sorted(o.object_name for o in self.s3.list_objects(self.bucket, recursive=True))
+
+    def incomplete_uploads(self) -> list[str]:
+        result = self.s3._list_multipart_uploads(self.bucket)
+        return sorted(upload.object_name for upload in result.uploads)
+
+    def object_head(self, key: str, length: int) -> tuple[int, bytes]:
+        size = self.s3.stat_object(self.bucket, key).size
+        response = self.s3.get_object(self.bucket, key, 0, length)
+        try:
+            return int(size or 0), response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def begin_upload(self, key: str) -> Callable[[], None]:
+        upload_id = self.s3._create_multipart_upload(self.bucket, key, {})
+        return lambda: self.s3._abort_multipart_upload(self.bucket, key, upload_id)
+
+    def job_ids(self) -> list[str]:
+        listed = client.CustomObjectsApi(self.cluster.api).list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL
+        )
+        return sorted(item["metadata"]["name"] for item in listed["items"])
+
+    def separating(self, job_id: str) -> bool:
+        pods = client.CoreV1Api(self.cluster.api).list_namespaced_pod(
+            self.namespace, label_selector=f"stemkube.io/separation-job={job_id}"
+        )
+        return bool(pods.items)
+
+
+def pids_naming(text: str) -> list[int]:
+    """Processes with ``text`` in an argument of their command line."""
+    needle = text.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(needle in arg for arg in (entry / "cmdline").read_bytes().split(b"\0")):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def separator_pids(job_id: str) -> list[int]:
+    """Local mode's separators of the job."""
+    return pids_naming(f"--job-id={job_id}")
+
+
+class LocalService:
+    kind = "local"
+
+    def __init__(self, model_repo: Path, root: Path) -> None:
+        self.model_repo = model_repo
+        self.data_dir = root / "data"
+        self.log_dir = root / "logs"
+        self.started: list[ApiServer] = []
+
+    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
+        return self.start_local(wait_ready, (), **env)
+
+    def start_local(
+        self, wait_ready: bool = True, args: tuple[str, ...] = (), **env: str
+    ) -> ApiServer:
+        """``stemkube-api --local`` on this service's data folder and the tiny models;
+        ``args`` are more flags."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEMKUBE_")}
+        full_env.update(env)
+        server = launch_api(
+            f"api-local-{len(self.started)}",
+            full_env,
+            self.log_dir,
+            wait_ready=wait_ready,
+            args=(
+                "--local",
+                f"--data-dir={self.data_dir}",
+                f"--model-repo={self.model_repo}",
+                *args,
+            ),
+        )
+        self.started.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in self.started:
+            server.stop()
+        # Separators orphaned by a test that killed its API hard: the API would have killed
+        # them on its next start, but there is none.
+        for pid in pids_naming(str(self.data_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _files(self) -> list[str]:
+        root = self.data_dir / "objects"
+        if not root.is_dir():
+            return []
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def objects(self) -> list[str]:
+        return [k for k in self._files() if not k.rsplit("/", 1)[-1].startswith(".")]
+
+    def incomplete_uploads(self) -> list[str]:
+        return [k for k in self._files() if k.rsplit("/", 1)[-1].startswith(".")]
+
+    def object_head(self, key: str, length: int) -> tuple[int, bytes]:
+        path = self.data_dir / "objects" / key
+        with path.open("rb") as file:
+            return path.stat().st_size, file.read(length)
+
+    def begin_upload(self, key: str) -> Callable[[], None]:
+        path = self.data_dir / "objects" / key
+        partial = path.with_name(f".{path.name}.control.part")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"partial")
+        return lambda: partial.unlink()
+
+    def job_ids(self) -> list[str]:
+        return sorted(row["job_id"] for row in self.rows())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The job table as SQLite holds it."""
+        database = self.data_dir / "jobs.sqlite3"
+        if not database.exists():
+            return []
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute("SELECT * FROM jobs")]
+        finally:
+            db.close()
+
+    def separating(self, job_id: str) -> bool:
+        return bool(separator_pids(job_id))
+
+
+@pytest.fixture
+def local_service(model_repo: Path, tmp_path: Path) -> Iterator[LocalService]:
+    service = LocalService(model_repo, tmp_path / "local")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def service(request: pytest.FixtureRequest) -> Iterator[Service]:
+    """The REST API's backend under test: Kubernetes mode, then local mode."""
+    if request.param == "local":
+        yield request.getfixturevalue("local_service")
+        return
+    yield KubernetesService(
+        request.getfixturevalue("cluster"),
+        request.getfixturevalue("stemkube_namespace"),
+        request.getfixturevalue("minio_server"),
+        request.getfixturevalue("bucket"),
+        request.getfixturevalue("start_api"),
+        request.getfixturevalue("start_operator"),
+    )
