@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stemkube_separator import exitcodes, options
+from stemkube_separator import exitcodes, options, progress
 from stemkube_separator.errors import UsageError
 from stemkube_separator.locations import S3Object, parse_location
 from stemkube_separator.s3 import S3Settings
@@ -144,3 +144,23 @@ def test_s3_settings_from_the_aws_variables() -> None:
 def test_s3_bad_endpoint(url: str) -> None:
     with pytest.raises(UsageError):
         S3Settings.from_env({"AWS_ENDPOINT_URL": url})
+
+
+def test_progress_goes_to_a_cr_or_a_file_not_both(tmp_path: Path) -> None:
+    opts = options.parse(["in.mp3", "out.zip", f"--progress-file={tmp_path / 'p'}"], env={})
+    assert (opts.progress_file, opts.progress_cr) == (str(tmp_path / "p"), None)
+    with pytest.raises(SystemExit):
+        options.parse(["a", "b", "--progress-file=p", "--progress-cr=ns/job"], env={})
+
+
+def test_the_progress_file_holds_the_latest_percentage_whole(tmp_path: Path) -> None:
+    path = tmp_path / "progress"
+    reporter = progress.FileReporter(str(path), interval=3600)
+    reporter.update(5)
+    assert path.read_text() == "5\n"
+    reporter.update(40)  # within the interval: held back
+    reporter.update(30)  # never backwards
+    assert path.read_text() == "5\n"
+    reporter.update(100)  # the last value always goes
+    assert path.read_text() == "100\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["progress"]
