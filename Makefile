@@ -60,12 +60,38 @@ test-e2e: venv tools ## the Helm chart installed into the tier's control plane, 
 IMAGE_TAG ?= 0.1.0
 DOCKER ?= docker
 
+# Each image: its Dockerfile, build context and base-image variable.
+IMAGES ?= api operator separator local
+image_file_api := api/Dockerfile
+image_context_api := .
+image_base_api := BASE_IMAGE
+image_file_operator := operator/Dockerfile
+image_context_operator := .
+image_base_operator := BASE_IMAGE
+image_file_separator := separator-image/Dockerfile
+image_context_separator := separator-image
+image_base_separator := SEPARATOR_BASE_IMAGE
+image_file_local := api/local.Dockerfile
+image_context_local := .
+image_base_local := SEPARATOR_BASE_IMAGE
+
 .PHONY: images
-images: ## build the api, operator, separator and local-mode images (BASE_IMAGE=... / SEPARATOR_BASE_IMAGE=... to override)
-	$(DOCKER) build -f api/Dockerfile -t stemkube/api:$(IMAGE_TAG) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
-	$(DOCKER) build -f operator/Dockerfile -t stemkube/operator:$(IMAGE_TAG) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
-	$(DOCKER) build -f separator-image/Dockerfile -t stemkube/separator:$(IMAGE_TAG) $(if $(SEPARATOR_BASE_IMAGE),--build-arg BASE_IMAGE=$(SEPARATOR_BASE_IMAGE)) separator-image
-	$(DOCKER) build -f api/local.Dockerfile -t stemkube/local:$(IMAGE_TAG) $(if $(SEPARATOR_BASE_IMAGE),--build-arg BASE_IMAGE=$(SEPARATOR_BASE_IMAGE)) .
+images: $(addprefix image-,$(IMAGES)) ## build the images (IMAGES="api operator"; BASE_IMAGE=... / SEPARATOR_BASE_IMAGE=... for local bases)
+
+.PHONY: image-%
+image-%:
+	$(DOCKER) build -q -f $(image_file_$*) -t stemkube/$*:$(IMAGE_TAG) \
+	  $(if $($(image_base_$*)),--build-arg BASE_IMAGE=$($(image_base_$*))) $(image_context_$*)
+
+.PHONY: docker-up
+docker-up: ## start a Docker engine if none answers (root; CI)
+	hack/docker-up.sh
+
+LOCAL_BASE_IMAGE ?= stemkube/python-base:3.11-bookworm
+
+.PHONY: base-image
+base-image: docker-up ## a Python 3.11 base image from Debian packages (no registry needed)
+	hack/debian-base.sh $(LOCAL_BASE_IMAGE)
 
 KIND_CLUSTER ?= stemkube
 KIND := $(STEMKUBE_TOOLS_BIN)/kind

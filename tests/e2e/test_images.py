@@ -1,0 +1,163 @@
+"""The container images, built from the repository's Dockerfiles on a Python base made from
+Debian packages (no registry can be reached here): they run as non-root with their labels,
+and the API image, on the host's network, serves the tier's control plane and MinIO: ready,
+and an upload through it becomes a SeparationJob.
+
+The separator and local-mode images (torch, CUDA base, python-build-standalone through uv)
+are not built here: see the note in README.md's "Container images"."""
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.harness.api import mp3_song
+from tests.harness.fixtures import Cluster
+from tests.harness.minio import MinioServer
+from tests.harness.procs import free_port
+from tests.harness.stemkube import GROUP, PLURAL, VERSION
+from tests.harness.tools import REPO_ROOT
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+TAG = "e2e"
+BASE = "stemkube/python-base:3.11-bookworm"
+BUILT = ("api", "operator")
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """``make base-image images``: the engine started if needed, the Debian base, the images."""
+    result = subprocess.run(
+        [
+            "make",
+            "-s",
+            "base-image",
+            "images",
+            f"IMAGES={' '.join(BUILT)}",
+            f"BASE_IMAGE={BASE}",
+            f"IMAGE_TAG={TAG}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, f"make images:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return {name: f"stemkube/{name}:{TAG}" for name in BUILT}
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("name", BUILT)
+def test_an_image_runs_as_non_root_with_its_labels(images: dict[str, str], name: str) -> None:
+    [inspected] = json.loads(docker("image", "inspect", images[name]))
+    config = inspected["Config"]
+    assert config["User"].split(":")[0] == "10001"
+    assert config["Labels"]["org.opencontainers.image.title"] == f"stemkube-{name}"
+    assert config["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0"
+    usage = docker("run", "--rm", images[name], "--help")
+    assert usage.startswith(f"usage: stemkube-{name}")
+
+
+def inline_kubeconfig(path: Path) -> dict[str, Any]:
+    """The kubeconfig with its certificate files inlined: the container cannot see them."""
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    for section, key in (("clusters", "cluster"), ("users", "user")):
+        for entry in config[section]:
+            item = entry[key]
+            for field in ("certificate-authority", "client-certificate", "client-key"):
+                if field in item:
+                    data = Path(item.pop(field)).read_bytes()
+                    item[f"{field}-data"] = base64.b64encode(data).decode()
+    return config
+
+
+@pytest.fixture
+def api_container(
+    images: dict[str, str],
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    tmp_path: Path,
+) -> Iterator[str]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(inline_kubeconfig(cluster.kubeconfig)))
+    kubeconfig.chmod(0o644)  # the image's user is not this one
+    port = free_port()
+    name = f"stemkube-api-{uuid.uuid4().hex[:8]}"
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network=host",
+        "-v",
+        f"{kubeconfig}:/etc/stemkube/kubeconfig:ro",
+        "-e",
+        "KUBECONFIG=/etc/stemkube/kubeconfig",
+        "-e",
+        f"STEMKUBE_NAMESPACE={stemkube_namespace}",
+        "-e",
+        f"STEMKUBE_BUCKET={bucket}",
+        "-e",
+        f"AWS_ENDPOINT_URL={minio_server.url}",
+        "-e",
+        f"AWS_ACCESS_KEY_ID={minio_server.access_key}",
+        "-e",
+        f"AWS_SECRET_ACCESS_KEY={minio_server.secret_key}",
+        "-e",
+        "AWS_REGION=us-east-1",
+        images["api"],
+        f"--port={port}",
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        print(logs.stdout[-2000:], logs.stderr[-2000:])
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def _ready(url: str) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.TransportError:
+        return None
+    body: dict[str, Any] = response.json()
+    return body if response.status_code == 200 else None
+
+
+@pytest.mark.timeout(1500)
+def test_the_api_image_serves_the_cluster(
+    api_container: str, cluster: Cluster, stemkube_namespace: str
+) -> None:
+    ready = wait_for(lambda: _ready(api_container), 90, "the API container is ready")
+    assert ready["checks"] == {"kubernetes": "ok", "storage": "ok"}
+    response = httpx.post(
+        f"{api_container}/upload", files={"file": ("song.mp3", mp3_song(0.5))}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    cr = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        GROUP, VERSION, stemkube_namespace, PLURAL, job_id
+    )
+    assert cr["spec"]["input"]["filename"] == "song.mp3"
