@@ -46,7 +46,7 @@ from stemkube_api.kube import GROUP, PLURAL, VERSION, manifest
 from stemkube_api.options import SeparationRequest
 from stemkube_api.s3 import part_size_for
 from stemkube_api.sizes import format_size, parse_size
-from tests.harness.api import BOUNDARY, MB, ApiServer, launch_api, multipart_stream, wav_of
+from tests.harness.api import MB, ApiServer, launch_api, post_generated_wav, wav_of
 from tests.harness.controlplane import start_control_plane
 from tests.harness.minio import MinioServer, start_minio
 from tests.harness.stemkube import CRD_PATH
@@ -139,12 +139,7 @@ def measure_uploads(api: ApiServer, s3: Minio, size: int, limit: int) -> UploadR
         rss_before, peak_before = api.rss_mib(), api.peak_rss_mib()
         print(f"uploading {format_size(size)} through the API ...", flush=True)
         started = time.perf_counter()
-        response = http.post(
-            "/upload",
-            content=multipart_stream("bench.wav", wav_of(size)),
-            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-            timeout=httpx.Timeout(1800),
-        )
+        response = post_generated_wav(http, "bench.wav", size, timeout=1800)
         api_seconds = time.perf_counter() - started
         if response.status_code != 200:
             raise RuntimeError(f"upload through the API: {response.status_code} {response.text}")

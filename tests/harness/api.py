@@ -165,6 +165,19 @@ def wav_of(size: int) -> Iterator[bytes]:
         left -= MB
 
 
+def post_generated_wav(
+    http: httpx.Client, filename: str, size: int, timeout: float = 120
+) -> httpx.Response:
+    """POSTs /upload with a ``size``-byte WAV generated as it is sent: neither the test nor
+    its client ever holds the file."""
+    return http.post(
+        "/upload",
+        content=multipart_stream(filename, wav_of(size)),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        timeout=httpx.Timeout(timeout),
+    )
+
+
 def multipart_stream(filename: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """A multipart/form-data body (boundary ``BOUNDARY``) with ``chunks`` as the file field,
     produced as it is sent: the client never holds the file."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
-from stemkube_api.local.rules import JobRow, stems_json
+from stemkube_api.local.rules import JobRow
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -54,7 +54,7 @@ def _to_db(row: JobRow) -> dict[str, Any]:
     for name in TIMES:
         moment = values[name]
         values[name] = _stamp(moment) if moment else None
-    values["stems"] = stems_json(row.stems)
+    values["stems"] = json.dumps(list(row.stems)) if row.stems else None
     return values
 
 

@@ -2,7 +2,6 @@
 for a row, and what a finished separator process means for its job."""
 
 import datetime
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -191,7 +190,3 @@ def started(row: JobRow, pid: int, now: datetime.datetime) -> JobRow:
         reason="Running",
         message=f"separating (attempt {row.attempts + 1})",
     )
-
-
-def stems_json(stems: tuple[str, ...] | None) -> str | None:
-    return json.dumps(list(stems)) if stems else None

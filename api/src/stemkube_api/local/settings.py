@@ -1,7 +1,6 @@
 """Local mode's configuration: command-line flags over environment variables over defaults."""
 
 import datetime
-import os
 import shutil
 import subprocess
 import sys
@@ -80,7 +79,3 @@ def expiry_interval(env: Mapping[str, str], ttl: datetime.timedelta) -> float:
     if raw:
         return max(0.1, float(raw))
     return max(1.0, min(60.0, ttl.total_seconds() / 10))
-
-
-def environment() -> Mapping[str, str]:
-    return os.environ

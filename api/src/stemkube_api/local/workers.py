@@ -31,6 +31,14 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def progress_file(workdir: Path) -> Path:
+    return workdir / "progress"
+
+
+def termination_log(workdir: Path) -> Path:
+    return workdir / "termination-log"
+
+
 @dataclass
 class Running:
     row: rules.JobRow
@@ -38,14 +46,6 @@ class Running:
     workdir: Path
     slot: int
     kill_at: float | None = None  # monotonic; set once a SIGTERM was sent
-
-    @property
-    def progress_file(self) -> Path:
-        return self.workdir / "progress"
-
-    @property
-    def termination_log(self) -> Path:
-        return self.workdir / "termination-log"
 
     def terminate(self) -> None:
         if self.kill_at is None:
@@ -208,8 +208,8 @@ class Workers:
             list(self.settings.program),
             self.store.path(row.input_key),
             self.store.path(row.result_key),
-            workdir / "progress",
-            workdir / "termination-log",
+            progress_file(workdir),
+            termination_log(workdir),
             self.settings.model_repo,
         )
         env = dict(os.environ)
@@ -258,7 +258,7 @@ class Workers:
         with self._lock:
             running = list(self._running.values())
         for job in running:
-            text = _read(job.progress_file)
+            text = _read(progress_file(job.workdir))
             if text.isdigit():
                 self.table.set_progress(job.row.job_id, min(99, int(text)))
 
@@ -279,7 +279,7 @@ class Workers:
 
     def _finish(self, job: Running, code: int) -> None:
         job_id = job.row.job_id
-        said = _read(job.termination_log)
+        said = _read(termination_log(job.workdir))
         shutil.rmtree(job.workdir, ignore_errors=True)
         if self.table.get(job_id) is None:
             # Deleted while it ran: whatever it wrote goes too.
