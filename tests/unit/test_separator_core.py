@@ -1,5 +1,5 @@
 """The separator's pure parts: stems, progress, clipping, codecs, ZIP layout, exit codes,
-messages, logs, the upload pipe, CPU limits."""
+messages, logs, the upload pipe, CPU limits, the allocator settings."""
 
 import io
 import json
@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from stemkube_separator import archive, cli, encode, exitcodes, logs, model, progress, separate
+from stemkube_separator import (
+    allocator,
+    archive,
+    cli,
+    encode,
+    exitcodes,
+    logs,
+    model,
+    progress,
+    separate,
+)
 from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
 from stemkube_separator.storage import _Pipe
 
@@ -152,6 +162,26 @@ def test_codecs() -> None:
     assert encode.codec_for("wav", "32f").sample_format == "flt"
     assert dict(encode.codec_for("flac", "24").options) == {"bits_per_raw_sample": "24"}
     assert encode.codec_for("flac", "16").sample_format == "s16"
+
+
+def test_mp3_quality_reaches_lame_as_compression_level() -> None:
+    assert dict(encode.codec_for("mp3", "16").options) == {"compression_level": "5"}
+    assert dict(encode.codec_for("mp3", "16", 2).options) == {"compression_level": "2"}
+
+
+@pytest.mark.parametrize(
+    ("env", "tuned"),
+    [
+        ({}, False),
+        ({"PATH": "/bin", "GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=1"}, False),
+        ({"MALLOC_ARENA_MAX": "2"}, True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, True),
+    ],
+)
+def test_user_malloc_settings_stand(env: dict[str, str], tuned: bool) -> None:
+    assert allocator.user_tuned(env) is tuned
+    if tuned:
+        assert not allocator.keep_freed_memory(env)  # nothing applied to this process
 
 
 class NonSeekable(io.RawIOBase):

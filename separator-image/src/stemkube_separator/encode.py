@@ -9,7 +9,7 @@ import av
 import numpy as np
 
 from stemkube_separator.decode import Audio
-from stemkube_separator.options import Depth, Format
+from stemkube_separator.options import DEFAULT_MP3_QUALITY, Depth, Format
 
 # Samples per frame handed to the encoder: large, to keep the Python loop out of the profile.
 BLOCK = 1 << 16
@@ -27,9 +27,13 @@ class Codec:
         return self.sample_format in ("s16", "s32")
 
 
-def codec_for(fmt: Format, depth: Depth) -> Codec:
+def codec_for(fmt: Format, depth: Depth, mp3_quality: int = DEFAULT_MP3_QUALITY) -> Codec:
     if fmt == "mp3":
-        return Codec("mp3", "libmp3lame", "fltp")
+        # Planar float is a format LAME takes: before it run only PyAV's re-framing into
+        # 1152-sample frames and FFmpeg's scaling to LAME's range, about 1% of the time
+        # (LAME itself is the rest). FFmpeg passes compression_level to LAME as its -q;
+        # without it LAME would use its own default, 3.
+        return Codec("mp3", "libmp3lame", "fltp", (("compression_level", str(mp3_quality)),))
     if fmt == "wav":
         return {
             "16": Codec("wav", "pcm_s16le", "s16"),
@@ -56,9 +60,15 @@ class StemEncoder:
     """One stem's file, open while the song's blocks arrive in time order."""
 
     def __init__(
-        self, path: Path, sample_rate: int, fmt: Format, depth: Depth, bitrate_kbps: int
+        self,
+        path: Path,
+        sample_rate: int,
+        fmt: Format,
+        depth: Depth,
+        bitrate_kbps: int,
+        mp3_quality: int = DEFAULT_MP3_QUALITY,
     ) -> None:
-        self.codec = codec_for(fmt, depth)
+        self.codec = codec_for(fmt, depth, mp3_quality)
         self.sample_rate = sample_rate
         self.samples = 0
         self.closed = False

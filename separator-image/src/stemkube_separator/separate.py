@@ -18,6 +18,7 @@ import torch
 from demucs.apply import BagOfModels, apply_model
 from demucs.htdemucs import HTDemucs
 
+from stemkube_separator import allocator
 from stemkube_separator.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,11 @@ def separate(
         block *= std
         block += mean
         yield block
+        # The consumer has this chunk's stems (or its encoders do): drop this frame's hold on
+        # them before the next chunk is separated, and return the freed memory to the kernel
+        # (the allocator keeps it otherwise), so one chunk's stems at most are resident.
+        del estimates, block
+        allocator.release_free_memory()
 
 
 def pick(
