@@ -76,12 +76,14 @@ image_context_local := .
 image_base_local := SEPARATOR_BASE_IMAGE
 
 .PHONY: images
-images: $(addprefix image-,$(IMAGES)) ## build the images (IMAGES="api operator"; BASE_IMAGE=... / SEPARATOR_BASE_IMAGE=... for local bases)
+images: $(addprefix image-,$(IMAGES)) ## build the images (IMAGES="api operator"; BASE_IMAGE=... / SEPARATOR_BASE_IMAGE=... SEPARATOR_PYTHON=base for local bases)
 
 .PHONY: image-%
 image-%:
 	$(DOCKER) build -q -f $(image_file_$*) -t stemkube/$*:$(IMAGE_TAG) \
-	  $(if $($(image_base_$*)),--build-arg BASE_IMAGE=$($(image_base_$*))) $(image_context_$*)
+	  $(if $($(image_base_$*)),--build-arg BASE_IMAGE=$($(image_base_$*))) \
+	  $(if $(filter SEPARATOR_BASE_IMAGE,$(image_base_$*)),$(if $(SEPARATOR_PYTHON),--build-arg PYTHON=$(SEPARATOR_PYTHON))) \
+	  $(image_context_$*)
 
 .PHONY: docker-up
 docker-up: ## start a Docker engine if none answers (root; CI)

@@ -1,29 +1,36 @@
 """The container images, built from the repository's Dockerfiles on a Python base made from
-Debian packages (no registry can be reached here): they run as non-root with their labels,
-and the API image, on the host's network, serves the tier's control plane and MinIO: ready,
-and an upload through it becomes a SeparationJob.
+Debian packages (no registry can be reached here): they run as non-root with their labels;
+the API image, on the host's network, serves the tier's control plane and MinIO: ready, and
+an upload through it becomes a SeparationJob; the separator image separates a song from the
+tier's MinIO into a stems ZIP there, with a model repo mounted as a cache volume would be.
 
-The separator and local-mode images (torch, CUDA base, python-build-standalone through uv)
-are not built here: see the note in README.md's "Container images"."""
+The separator is built with the base's own Python (``PYTHON=base``) instead of the CUDA
+image and python-build-standalone; the local-mode image shares its Dockerfile's layout and
+the separator's 4 GB of torch, so it is not built a second time here."""
 
 import base64
+import io
 import json
 import subprocess
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import pytest
 import yaml
 from kubernetes import client
 
+from stemkube_separator.exitcodes import INVALID_INPUT
 from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
 from tests.harness.stemkube import GROUP, PLURAL, VERSION
+from tests.harness.tiny_model import build_repo
 from tests.harness.tools import REPO_ROOT
 from tests.harness.waiting import wait_for
 
@@ -31,7 +38,7 @@ pytestmark = pytest.mark.e2e
 
 TAG = "e2e"
 BASE = "stemkube/python-base:3.11-bookworm"
-BUILT = ("api", "operator")
+BUILT = ("api", "operator", "separator")
 
 
 def docker(*args: str, timeout: float = 120) -> str:
@@ -53,6 +60,8 @@ def images() -> dict[str, str]:
             "images",
             f"IMAGES={' '.join(BUILT)}",
             f"BASE_IMAGE={BASE}",
+            f"SEPARATOR_BASE_IMAGE={BASE}",
+            "SEPARATOR_PYTHON=base",
             f"IMAGE_TAG={TAG}",
         ],
         cwd=REPO_ROOT,
@@ -74,7 +83,8 @@ def test_an_image_runs_as_non_root_with_its_labels(images: dict[str, str], name:
     assert config["Labels"]["org.opencontainers.image.title"] == f"stemkube-{name}"
     assert config["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0"
     usage = docker("run", "--rm", images[name], "--help")
-    assert usage.startswith(f"usage: stemkube-{name}")
+    program = "stemkube-separate" if name == "separator" else f"stemkube-{name}"
+    assert usage.startswith(f"usage: {program} ")
 
 
 def inline_kubeconfig(path: Path) -> dict[str, Any]:
@@ -161,3 +171,59 @@ def test_the_api_image_serves_the_cluster(
         GROUP, VERSION, stemkube_namespace, PLURAL, job_id
     )
     assert cr["spec"]["input"]["filename"] == "song.mp3"
+
+
+def separator_run(
+    image: str, minio_server: MinioServer, work: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The separator image on the host's network (to reach the tier's MinIO), ``work`` mounted
+    at /work as a model cache volume would be."""
+    work.chmod(0o777)  # the image's user writes the termination log there
+    return subprocess.run(
+        [
+            "docker", "run", "--rm", "--network=host", "-v", f"{work}:/work",
+            "-e", f"AWS_ENDPOINT_URL={minio_server.url}",
+            "-e", f"AWS_ACCESS_KEY_ID={minio_server.access_key}",
+            "-e", f"AWS_SECRET_ACCESS_KEY={minio_server.secret_key}",
+            "-e", "STEMKUBE_TERMINATION_LOG=/work/termination-log",
+            image, *args,
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(1500)
+def test_the_separator_image_separates_from_and_to_minio(
+    images: dict[str, str], minio_server: MinioServer, bucket: str, tmp_path: Path
+) -> None:
+    build_repo(tmp_path / "models")
+    for path in (tmp_path / "models").iterdir():
+        path.chmod(0o644)
+    s3 = minio_server.client()
+    song = mp3_song(2.0)
+    s3.put_object(bucket, "inputs/img/song.mp3", io.BytesIO(song), len(song))
+
+    done = separator_run(
+        images["separator"], minio_server, tmp_path,
+        f"s3://{bucket}/inputs/img/song.mp3", f"s3://{bucket}/results/img.zip",
+        "--model-repo", "/work/models", "--job-id", "img",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = zipfile.ZipFile(io.BytesIO(s3.get_object(bucket, "results/img.zip").read()))
+    assert sorted(archive.namelist()) == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+    with av.open(io.BytesIO(archive.read("vocals.mp3")), mode="r") as container:
+        stream = container.streams.audio[0]
+        assert stream.sample_rate == 44100
+        assert float(container.duration or 0) / av.time_base == pytest.approx(2.0, abs=0.05)
+    # The job id is on every log line (structured logs).
+    assert all('"job": "img"' in line for line in done.stderr.splitlines() if line.strip())
+
+    s3.put_object(bucket, "inputs/img/notes.txt", io.BytesIO(b"not audio"), 9)
+    failed = separator_run(
+        images["separator"], minio_server, tmp_path,
+        f"s3://{bucket}/inputs/img/notes.txt", f"s3://{bucket}/results/bad.zip",
+        "--model-repo", "/work/models",
+    )  # fmt: skip
+    assert failed.returncode == INVALID_INPUT, failed.stderr[-3000:]
+    assert "audio" in (tmp_path / "termination-log").read_text()
+    assert [o.object_name for o in s3.list_objects(bucket, "results/bad")] == []
