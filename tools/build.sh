@@ -6,7 +6,9 @@
 # A tool is rebuilt only when its wrapper module or this script changed (a stamp file records
 # the hash it was built from), so a second run is a no-op.
 #
-# Usage: tools/build.sh [name ...]     names: kubernetes etcd minio mc helm (the default), kind
+# Usage: tools/build.sh [name ...]     names: kubernetes node etcd minio mc helm (the default), kind
+#   node: kubelet and kube-proxy for a real single-node cluster (hack/node-up.sh); built from
+#   tools/kubernetes so the Kubernetes pins stay in one go.mod.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,11 +38,20 @@ module_version() { # module_version DIR MODULE -> the version the wrapper requir
   echo "$v"
 }
 
-stamp_of() {
-  cat "$root/tools/$1/go.mod" "$root/tools/$1/go.sum" "$root/tools/build.sh" | sha256sum | cut -c1-16
+# The wrapper module a tool is built from: node reuses tools/kubernetes's pins.
+module_dir_of() {
+  case "$1" in
+    node) echo kubernetes ;;
+    *) echo "$1" ;;
+  esac
 }
 
-build_kubernetes() {
+stamp_of() {
+  local dir; dir=$(module_dir_of "$1")
+  cat "$root/tools/$dir/go.mod" "$root/tools/$dir/go.sum" "$root/tools/build.sh" | sha256sum | cut -c1-16
+}
+
+kubernetes_ldflags() { # the version stamps the release binaries carry
   local v; v=$(module_version kubernetes k8s.io/kubernetes)
   local major=${v#v}; major=${major%%.*}
   local minor=${v#v*.}; minor=${minor%%.*}
@@ -52,11 +63,22 @@ build_kubernetes() {
       flags+=" -X $pkg.$key=$val"
     done
   done
-  go build -ldflags "$flags" -o "$bin/" \
+  echo "$flags"
+}
+
+build_kubernetes() {
+  go build -ldflags "$(kubernetes_ldflags)" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl
+}
+
+# kubelet builds without cgo (as the release's does); it talks to containerd over CRI.
+build_node() {
+  go build -ldflags "$(kubernetes_ldflags)" -o "$bin/" \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
@@ -100,7 +122,7 @@ build_kind() {
 }
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(kubernetes etcd minio mc helm)
+[ ${#names[@]} -gt 0 ] || names=(kubernetes node etcd minio mc helm)
 
 total_start=$SECONDS
 built=0
@@ -113,7 +135,7 @@ for name in "${names[@]}"; do
   fi
   start=$SECONDS
   echo "tools: building $name ..."
-  (cd "$root/tools/$name" && "build_$name")
+  (cd "$root/tools/$(module_dir_of "$name")" && "build_$name")
   echo "$want" >"$stamp_file"
   echo "tools: built $name in $((SECONDS - start))s"
   built=$((built + 1))
