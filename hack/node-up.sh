@@ -10,7 +10,7 @@
 # Usage:
 #   hack/node-up.sh start --dir DIR --kubeconfig FILE [--name NODE] [--ca-cert CRT --ca-key KEY]
 #                         [--pod-cidr A.B.C.0/N] [--port PORT] [--healthz-port PORT]
-#                         [--labels k=v,...] [-- EXTRA_KUBELET_FLAGS...]
+#                         [--labels k=v,...] [--proxy] [-- EXTRA_KUBELET_FLAGS...]
 #   hack/node-up.sh stop  --dir DIR [--purge]
 #   hack/node-up.sh status --dir DIR
 #
@@ -19,6 +19,9 @@
 #               kubelet gets its own identity instead (CN system:node:NODE, O system:nodes), so
 #               the Node authorizer and NodeRestriction apply as on a real cluster
 #   --pod-cidr  pod addresses (default 10.88.0.0/24); its .1 is the bridge and the node's IP
+#   --proxy     also run kube-proxy (iptables mode), so that Service IPs work from the host and
+#               from pods: the `kubernetes` Service then needs an API server that pods can reach
+#               (listening on the bridge's address and advertising it)
 #   --purge     also delete DIR's containerd root (imported images) and kubelet root
 #
 # The API server must reach the kubelet by its InternalIP: start kube-apiserver with
@@ -45,7 +48,7 @@ cni_net=stemkube
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 dir="" kubeconfig="" name=stemkube-node ca_cert="" ca_key="" pod_cidr=10.88.0.0/24
-port=10250 healthz_port=10248 labels="" purge=false extra=()
+port=10250 healthz_port=10248 labels="" purge=false proxy=false extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=$2; shift 2 ;;
@@ -58,11 +61,12 @@ while [ $# -gt 0 ]; do
     --healthz-port) healthz_port=$2; shift 2 ;;
     --labels) labels=$2; shift 2 ;;
     --purge) purge=true; shift ;;
+    --proxy) proxy=true; shift ;;
     --) shift; extra=("$@"); break ;;
     *) echo "node-up: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-usage() { sed -n '10,25p' "$0" >&2; exit 2; }
+usage() { sed -n '10,28p' "$0" >&2; exit 2; }
 [ -n "$dir" ] || usage
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -287,6 +291,22 @@ start_kubelet() {
   echo "node-up: kubelet up, node $name Ready in $((SECONDS - t))s (log $dir/kubelet.log)"
 }
 
+start_proxy() {
+  if alive kube-proxy; then return 0; fi
+  local t=$SECONDS
+  # --masquerade-all: the bridge is not br_netfilter'ed, so a pod reaching a Service whose
+  # endpoint sits on the same bridge would get the reply straight from that pod, un-NATed;
+  # masquerading sends replies back through the host. --conntrack-max-per-core=0 leaves the
+  # sandbox's conntrack sysctls, which it may not write, as they are.
+  (cd "$dir" && exec nohup "$bin/kube-proxy" --kubeconfig="$kubeconfig" --hostname-override="$name" \
+    --proxy-mode=iptables --cluster-cidr="$pod_cidr" --masquerade-all --conntrack-max-per-core=0 \
+    --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address="" --v="${KUBE_PROXY_V:-1}" \
+    >>"$dir/kube-proxy.log" 2>&1 &
+    echo $! >"$dir/kube-proxy.pid")
+  wait_for 60 "kube-proxy's first iptables sync" iptables -t nat -n -L KUBE-SERVICES
+  echo "node-up: kube-proxy up in $((SECONDS - t))s (log $dir/kube-proxy.log)"
+}
+
 node_ready() { # Ready, by a heartbeat of this kubelet (not one left from an earlier run)
   local got
   got=$("$bin/kubectl" --kubeconfig "$kubeconfig" get node "$name" \
@@ -309,6 +329,10 @@ unmount_under() { # unmount_under PATH...: lazily unmount the paths and all belo
 do_stop() {
   # The kubelet first, so it does not restart what we remove.
   stop_pid kubelet
+  if alive kube-proxy || [ -e "$dir/kube-proxy.log" ]; then
+    stop_pid kube-proxy
+    "$bin/kube-proxy" --cleanup >>"$dir/kube-proxy.log" 2>&1 || true # its iptables chains
+  fi
   if alive containerd && ctr_ version >/dev/null 2>&1; then
     # Kill every pod container and sandbox. Without a CRI client there is no StopPodSandbox, so
     # the CNI teardown is done by hand below (netns mounts, IPAM state, bridge).
@@ -356,10 +380,11 @@ case "$cmd" in
     start_containerd
     "$root/hack/node-images.sh" --pause
     start_kubelet
+    if $proxy; then start_proxy; fi
     ;;
   stop) do_stop ;;
   status)
-    for p in containerd kubelet; do
+    for p in containerd kubelet kube-proxy; do
       if alive $p; then echo "$p: running (pid $(cat "$dir/$p.pid"))"; else echo "$p: stopped"; fi
     done
     ;;

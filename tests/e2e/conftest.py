@@ -124,3 +124,41 @@ def running_pod(cluster: Cluster, namespace: str, component: str) -> client.V1Po
 
     pod: client.V1Pod = wait_for(find, 60, f"{component} pod running")
     return pod
+
+
+TAG = "e2e"
+BASE = "stemkube/python-base:3.11-bookworm"
+BUILT = ("api", "operator", "separator")
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """``make base-image images``: the engine started if needed, the Debian base, the images."""
+    result = subprocess.run(
+        [
+            "make",
+            "-s",
+            "base-image",
+            "images",
+            f"IMAGES={' '.join(BUILT)}",
+            f"BASE_IMAGE={BASE}",
+            f"SEPARATOR_BASE_IMAGE={BASE}",
+            "SEPARATOR_PYTHON=base",
+            f"IMAGE_TAG={TAG}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, f"make images:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return {name: f"stemkube/{name}:{TAG}" for name in BUILT}

@@ -25,53 +25,16 @@ import yaml
 from kubernetes import client
 
 from stemkube_separator.exitcodes import INVALID_INPUT
+from tests.e2e.conftest import BUILT, docker
 from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
 from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.tiny_model import build_repo
-from tests.harness.tools import REPO_ROOT
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-TAG = "e2e"
-BASE = "stemkube/python-base:3.11-bookworm"
-BUILT = ("api", "operator", "separator")
-
-
-def docker(*args: str, timeout: float = 120) -> str:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-@pytest.fixture(scope="session")
-def images() -> dict[str, str]:
-    """``make base-image images``: the engine started if needed, the Debian base, the images."""
-    result = subprocess.run(
-        [
-            "make",
-            "-s",
-            "base-image",
-            "images",
-            f"IMAGES={' '.join(BUILT)}",
-            f"BASE_IMAGE={BASE}",
-            f"SEPARATOR_BASE_IMAGE={BASE}",
-            "SEPARATOR_PYTHON=base",
-            f"IMAGE_TAG={TAG}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, f"make images:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return {name: f"stemkube/{name}:{TAG}" for name in BUILT}
 
 
 @pytest.mark.timeout(1500)

@@ -32,6 +32,10 @@ CONTROLLERS = (
     "endpoints-controller",
     "endpointslice-controller",
     "disruption-controller",
+    # A real kubelet's pods: the CA bundle every service-account token volume mounts, and
+    # static PersistentVolumes bound to their claims (the model cache).
+    "root-ca-certificate-publisher-controller",
+    "persistentvolume-binder-controller",
 )
 
 
@@ -120,9 +124,13 @@ def start_etcd(workdir: Path, log_dir: Path) -> tuple[procs.Process, str]:
     return proc, client_url
 
 
-def start_control_plane(workdir: Path, log_dir: Path) -> ControlPlane:
+def start_control_plane(workdir: Path, log_dir: Path, advertise: str = "127.0.0.1") -> ControlPlane:
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler. With ``advertise``
+    other than loopback, the API server listens on every address and advertises that one, so
+    that pods reach it through the ``kubernetes`` Service (a real node's bridge address)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = create_pki(workdir / "pki", SERVICE_IP)
+    loopback = advertise == "127.0.0.1"
+    pki = create_pki(workdir / "pki", SERVICE_IP, () if loopback else (advertise,))
     plane = ControlPlane(server="", kubeconfig=workdir / "admin.kubeconfig", pki=pki)
     try:
         etcd, etcd_url = start_etcd(workdir, log_dir)
@@ -135,9 +143,11 @@ def start_control_plane(workdir: Path, log_dir: Path) -> ControlPlane:
             [
                 tool("kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={'127.0.0.1' if loopback else '0.0.0.0'}",
+                f"--advertise-address={advertise}",
                 f"--secure-port={api_port}",
+                # A real kubelet's node name resolves nowhere: logs and exec go to its IP.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--cert-dir={workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",

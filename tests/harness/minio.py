@@ -34,7 +34,9 @@ def _ready(url: str) -> bool:
         return bool(response.status == 200)
 
 
-def start_minio(workdir: Path, log_dir: Path) -> MinioServer:
+def start_minio(workdir: Path, log_dir: Path, listen: str = "127.0.0.1") -> MinioServer:
+    """A MinIO server on ``listen`` (e.g. "" for every address, so that pods reach it on a
+    bridge); the returned endpoint is always the loopback one."""
     port, console_port = procs.free_port(), procs.free_port()
     access_key, secret_key = "stemkube", secrets.token_hex(16)
     process = procs.start(
@@ -43,7 +45,7 @@ def start_minio(workdir: Path, log_dir: Path) -> MinioServer:
             tool("minio"),
             "server",
             workdir / "minio-data",
-            f"--address=127.0.0.1:{port}",
+            f"--address={listen}:{port}",
             f"--console-address=127.0.0.1:{console_port}",
             "--quiet",
         ],

@@ -67,7 +67,7 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def create_pki(directory: Path, service_ip: str) -> Pki:
+def create_pki(directory: Path, service_ip: str, extra_ips: tuple[str, ...] = ()) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
 
@@ -107,6 +107,7 @@ def create_pki(directory: Path, service_ip: str) -> Pki:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(service_ip)),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     serving_cert = _issue(
         _name("kube-apiserver"),

@@ -1,0 +1,245 @@
+"""The chart on a real node: a kubelet with Debian's containerd, runc and CNI bridge
+(``hack/node-up.sh``), kube-proxy for the Services, the images built from the repository and
+imported into containerd, ``helm install``. A song uploaded through the API's Service becomes a
+SeparationJob, the operator's Job runs the separator image in a pod on that node, the CR
+completes, and the stems ZIP downloads through the API.
+
+What differs from a cloud cluster, and why: no registry (images are imported, pull policy
+Never), no GPU (``separator.gpu.count=0``), no DNS add-on (storage is the test tier's MinIO on
+the node's bridge address, an IP), and the model weights are a tiny random HTDemucs on a static
+hostPath PersistentVolume, mounted as the chart's model cache claim.
+"""
+
+import base64
+import io
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client, config
+
+from tests.harness.api import mp3_song
+from tests.harness.controlplane import ControlPlane, start_control_plane
+from tests.harness.minio import MinioServer, start_minio
+from tests.harness.tiny_model import build_repo
+from tests.harness.tools import REPO_ROOT, tool
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+NODE = "stemkube-node"
+NODE_IP = "10.88.0.1"  # hack/node-up.sh's bridge: the node's IP, reachable from its pods
+NAMESPACE = "stemkube"
+BUCKET = "stemkube"
+CHART = REPO_ROOT / "charts" / "stemkube"
+
+
+def run(*argv: str | Path, timeout: float = 600) -> str:
+    result = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, argv))}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+@dataclass
+class RealCluster:
+    plane: ControlPlane
+    api: client.ApiClient
+    node_dir: Path
+    storage: MinioServer
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    work = tmp_path_factory.mktemp("real-node")
+    logs = work / "logs"
+    plane = start_control_plane(work / "control-plane", logs, advertise=NODE_IP)
+    node_dir = work / "node"
+    storage: MinioServer | None = None
+    try:
+        run(
+            REPO_ROOT / "hack" / "node-up.sh", "start", "--dir", node_dir,
+            "--kubeconfig", plane.kubeconfig, "--name", NODE,
+            "--ca-cert", plane.pki.ca_cert, "--ca-key", plane.pki.ca_key, "--proxy",
+        )  # fmt: skip
+        storage = start_minio(work / "minio", logs, listen="")
+        storage.client().make_bucket(BUCKET)
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        yield RealCluster(plane, api, node_dir, storage)
+    finally:
+        for name in ("kubelet", "kube-proxy", "containerd"):
+            log = node_dir / f"{name}.log"
+            if log.exists():
+                print(f"--- {name} log tail ---\n{log.read_text()[-3000:]}")
+        subprocess.run(
+            [REPO_ROOT / "hack" / "node-up.sh", "stop", "--dir", node_dir, "--purge"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if storage is not None:
+            storage.stop()
+        plane.stop()
+
+
+def model_claim(core: client.CoreV1Api, models: Path) -> str:
+    """A static hostPath PersistentVolume holding the tiny model, bound to a claim."""
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": "stemkube-models"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(models), "type": "Directory"},
+                "claimRef": {"namespace": NAMESPACE, "name": "models"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        NAMESPACE,
+        {
+            "metadata": {"name": "models"},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": "stemkube-models",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    wait_for(
+        lambda: (
+            core.read_namespaced_persistent_volume_claim("models", NAMESPACE).status.phase
+            == "Bound"
+        ),
+        60,
+        "the model claim is bound",
+    )
+    return "models"
+
+
+@pytest.fixture(scope="module")
+def installed(
+    real_cluster: RealCluster, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The images in the node's containerd, the chart installed; yields the API's base URL
+    (its Service's cluster IP, through kube-proxy)."""
+    run(REPO_ROOT / "hack" / "node-images.sh", *images.values(), timeout=1200)
+    core = client.CoreV1Api(real_cluster.api)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    storage = real_cluster.storage
+    core.create_namespaced_secret(
+        NAMESPACE,
+        {
+            "metadata": {"name": "s3-credentials"},
+            "data": {
+                key: base64.b64encode(value.encode()).decode()
+                for key, value in (
+                    ("AWS_ACCESS_KEY_ID", storage.access_key),
+                    ("AWS_SECRET_ACCESS_KEY", storage.secret_key),
+                )
+            },
+        },
+    )
+    models = tmp_path_factory.mktemp("models")
+    build_repo(models)
+    for path in (models, *models.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the separator runs as uid 10001
+    claim = model_claim(core, models)
+    port = storage.endpoint.rsplit(":", 1)[1]
+    helm: list[str | Path] = [tool("helm"), f"--kubeconfig={real_cluster.plane.kubeconfig}"]
+    run(
+        *helm, "install", "stemkube", CHART, f"--namespace={NAMESPACE}",
+        "--set=image.tag=e2e", "--set=image.pullPolicy=Never",
+        "--set=minio.enabled=false",
+        f"--set=storage.external.endpoint=http://{NODE_IP}:{port}",
+        "--set=storage.external.existingSecret=s3-credentials",
+        f"--set=storage.bucket={BUCKET}",
+        "--set=api.replicas=1",
+        "--set=separator.gpu.count=0",
+        "--set=separator.resources.requests.cpu=100m",
+        "--set=separator.resources.requests.memory=256Mi",
+        "--set=separator.shmSize=64Mi",
+        f"--set=separator.modelCache.existingClaim={claim}",
+        "--wait", "--timeout=5m",
+        timeout=400,
+    )  # fmt: skip
+    try:
+        service = core.read_namespaced_service("stemkube-api", NAMESPACE)
+        url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
+        yield url
+    finally:
+        for pod in core.list_namespaced_pod(NAMESPACE).items:
+            print(f"--- pod {pod.metadata.name} on {pod.spec.node_name}: {pod.status.phase}")
+        subprocess.run(
+            [*helm, "uninstall", "stemkube", f"--namespace={NAMESPACE}", "--wait"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.mark.timeout(1800)
+def test_every_pod_of_the_release_runs_on_the_real_node(
+    real_cluster: RealCluster, installed: str
+) -> None:
+    core = client.CoreV1Api(real_cluster.api)
+    pods = core.list_namespaced_pod(NAMESPACE).items
+    components = {p.metadata.labels.get("app.kubernetes.io/component") for p in pods}
+    assert {"api", "operator"} <= components
+    for pod in pods:
+        assert pod.spec.node_name == NODE
+        assert pod.status.phase == "Running", pod.status
+        assert pod.status.pod_ip.startswith("10.88.0.")
+
+
+def ready(http: httpx.Client) -> bool:
+    try:
+        return http.get("/readyz").status_code == 200
+    except httpx.TransportError:  # kube-proxy's rules for the new Service are not in yet
+        return False
+
+
+@pytest.mark.timeout(900)
+def test_a_song_uploaded_through_the_service_comes_back_as_stems(
+    real_cluster: RealCluster, installed: str
+) -> None:
+    with httpx.Client(base_url=installed, timeout=30) as http:
+        wait_for(lambda: ready(http), 60, "the API answers ready through its Service")
+        response = http.post("/upload", files={"file": ("song.mp3", mp3_song(2.0))})
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+
+        def finished() -> dict[str, Any] | None:
+            status: dict[str, Any] = http.get(f"/status/{job_id}").json()
+            return status if status["status"] in ("completed", "failed") else None
+
+        status = wait_for(finished, 600, f"job {job_id} finishes", interval=1)
+        assert status["status"] == "completed", status
+        download = http.get(f"/download/{job_id}")
+        assert download.status_code == 200
+        archive = zipfile.ZipFile(io.BytesIO(download.content))
+        assert sorted(archive.namelist()) == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+
+    # The separation ran as a pod of the operator's Job on the real node, and wrote its
+    # progress and result to the CR.
+    cr = client.CustomObjectsApi(real_cluster.api).get_namespaced_custom_object(
+        "stemkube.io", "v1alpha1", NAMESPACE, "separationjobs", job_id
+    )
+    assert cr["status"]["phase"] == "Completed"
+    assert cr["status"]["progress"] == 100
+    core = client.CoreV1Api(real_cluster.api)
+    [pod] = core.list_namespaced_pod(
+        NAMESPACE, label_selector="app.kubernetes.io/component=separator"
+    ).items
+    assert pod.spec.node_name == NODE
+    assert pod.status.phase == "Succeeded"
