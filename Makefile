@@ -43,7 +43,7 @@ lint: venv ## ruff and mypy
 
 .PHONY: test
 test: venv tools lint ## everything CI runs: lint, unit, integration and e2e tests
-	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e
+	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -m "not node"
 
 .PHONY: test-unit
 test-unit: venv ## unit tests only (milliseconds, no tools needed)
@@ -55,7 +55,11 @@ test-integration: venv tools ## integration tests against the real control plane
 
 .PHONY: test-e2e
 test-e2e: venv tools ## the Helm chart installed into the tier's control plane, driven end to end
-	$(VENV)/bin/pytest tests/e2e
+	$(VENV)/bin/pytest tests/e2e -m "not node"
+
+.PHONY: test-node
+test-node: venv tools ## the chart on a real kubelet + containerd node (root, Docker, ~12 GB free disk)
+	$(VENV)/bin/pytest tests/e2e -m node
 
 IMAGE_TAG ?= 0.1.0
 DOCKER ?= docker
