@@ -17,22 +17,9 @@ LABEL org.opencontainers.image.title="stemkube (local mode)" \
       org.opencontainers.image.description="The stemkube REST API running Demucs separations on this machine" \
       org.opencontainers.image.source="https://github.com/stemkube/stemkube" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN set -eu; \
-    case "$PYTHON" in \
-      base) python3.11 -m venv /opt/venv ;; \
-      standalone) \
-        export DEBIAN_FRONTEND=noninteractive UV_PYTHON_INSTALL_DIR=/opt/python UV_NO_CACHE=1; \
-        apt-get update; apt-get install -y --no-install-recommends ca-certificates curl; \
-        curl -fsSL "https://github.com/astral-sh/uv/releases/download/${UV_VERSION}/uv-$(uname -m)-unknown-linux-gnu.tar.gz" \
-          | tar -xz --strip-components=1 -C /usr/local/bin; \
-        uv python install 3.11; \
-        uv venv --seed --python 3.11 /opt/venv; \
-        rm /usr/local/bin/uv /usr/local/bin/uvx; \
-        apt-get purge -y --auto-remove curl; rm -rf /var/lib/apt/lists/* ;; \
-      *) echo "PYTHON must be base or standalone, not '$PYTHON'" >&2; exit 1 ;; \
-    esac; \
-    useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin stemkube; \
-    mkdir -p /data; chown 10001:10001 /data
+COPY separator-image/python-venv.sh /tmp/python-venv.sh
+RUN sh /tmp/python-venv.sh && rm /tmp/python-venv.sh \
+    && mkdir -p /data && chown 10001:10001 /data
 COPY separator-image/pyproject.toml separator-image/README.md /src/separator-image/
 COPY separator-image/src /src/separator-image/src
 COPY api/pyproject.toml api/README.md /src/api/

@@ -37,16 +37,20 @@ class Release:
         return f"http://127.0.0.1:{self.api_port}"
 
 
-def _helm(cluster: Cluster, *args: str) -> str:
+def run(*argv: str | Path, timeout: float = 300, cwd: Path | None = None) -> str:
+    """A command that must succeed; its stdout (both streams' tails in the failure)."""
     result = subprocess.run(
-        [str(tool("helm")), f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, cwd=cwd,
         check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, argv))}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
-    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def _helm(cluster: Cluster, *args: str) -> str:
+    return run(tool("helm"), f"--kubeconfig={cluster.kubeconfig}", *args)
 
 
 @pytest.fixture(scope="module")
@@ -132,33 +136,16 @@ BUILT = ("api", "operator", "separator")
 
 
 def docker(*args: str, timeout: float = 120) -> str:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return run("docker", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
     """``make base-image images``: the engine started if needed, the Debian base, the images."""
-    result = subprocess.run(
-        [
-            "make",
-            "-s",
-            "base-image",
-            "images",
-            f"IMAGES={' '.join(BUILT)}",
-            f"BASE_IMAGE={BASE}",
-            f"SEPARATOR_BASE_IMAGE={BASE}",
-            "SEPARATOR_PYTHON=base",
-            f"IMAGE_TAG={TAG}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, f"make images:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run(
+        "make", "-s", "base-image", "images", f"IMAGES={' '.join(BUILT)}",
+        f"BASE_IMAGE={BASE}", f"SEPARATOR_BASE_IMAGE={BASE}", "SEPARATOR_PYTHON=base",
+        f"IMAGE_TAG={TAG}",
+        cwd=REPO_ROOT, timeout=1200,
+    )  # fmt: skip
     return {name: f"stemkube/{name}:{TAG}" for name in BUILT}

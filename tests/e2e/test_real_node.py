@@ -28,6 +28,7 @@ import httpx
 import pytest
 from kubernetes import client, config
 
+from tests.e2e.conftest import run
 from tests.harness.api import mp3_song
 from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.minio import MinioServer, start_minio
@@ -42,16 +43,6 @@ NODE_IP = "10.88.0.1"  # hack/node-up.sh's bridge: the node's IP, reachable from
 NAMESPACE = "stemkube"
 BUCKET = "stemkube"
 CHART = REPO_ROOT / "charts" / "stemkube"
-
-
-def run(*argv: str | Path, timeout: float = 600) -> str:
-    result = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(map(str, argv))}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result.stdout
 
 
 @dataclass
