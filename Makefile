@@ -42,8 +42,8 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv tools lint ## everything CI runs: lint, unit, integration and e2e tests
-	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -m "not node"
+test: venv tools lint ## everything CI runs: lint, unit, integration and e2e tests (the real node too)
+	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e
 
 .PHONY: test-unit
 test-unit: venv ## unit tests only (milliseconds, no tools needed)
@@ -58,7 +58,7 @@ test-e2e: venv tools ## the Helm chart installed into the tier's control plane, 
 	$(VENV)/bin/pytest tests/e2e -m "not node"
 
 .PHONY: test-node
-test-node: venv tools ## the chart on a real kubelet + containerd node (root, Docker, ~12 GB free disk)
+test-node: venv tools ## the chart on a real kubelet + containerd node only (root, Docker, ~11 GB free disk)
 	$(VENV)/bin/pytest tests/e2e -m node
 
 IMAGE_TAG ?= 0.1.0

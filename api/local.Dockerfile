@@ -24,7 +24,10 @@ COPY separator-image/pyproject.toml separator-image/README.md /src/separator-ima
 COPY separator-image/src /src/separator-image/src
 COPY api/pyproject.toml api/README.md /src/api/
 COPY api/src /src/api/src
-RUN /opt/venv/bin/python -m pip install --no-cache-dir /src/separator-image /src/api && rm -rf /src
+# triton (about 1 GB) serves only torch.compile's generated kernels; Demucs runs eagerly.
+RUN /opt/venv/bin/python -m pip install --no-cache-dir /src/separator-image /src/api \
+ && /opt/venv/bin/python -m pip uninstall --yes triton \
+ && rm -rf /src
 
 # The weights local mode separates with, baked in (build-time network); MODELS= leaves them
 # to the first separation (HF_HOME) or to a mounted cache.
