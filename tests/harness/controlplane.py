@@ -145,6 +145,10 @@ def start_control_plane(workdir: Path, log_dir: Path, advertise: str = "127.0.0.
                 f"--etcd-servers={etcd_url}",
                 f"--bind-address={'127.0.0.1' if loopback else '0.0.0.0'}",
                 f"--advertise-address={advertise}",
+                # A loopback address may not be an Endpoints address: the reconciler of the
+                # `kubernetes` Service would log that error every 10 s and bury the real cause
+                # in a failed test's log tail.
+                *(["--endpoint-reconciler-type=none"] if loopback else []),
                 f"--secure-port={api_port}",
                 # A real kubelet's node name resolves nowhere: logs and exec go to its IP.
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
