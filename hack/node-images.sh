@@ -37,9 +37,20 @@ ctr_() { ctr --address "$address" --namespace k8s.io "$@"; }
 
 ctr_ version >/dev/null 2>&1 || { echo "node-images: no containerd answers on $address (run hack/node-up.sh start)" >&2; exit 1; }
 
-has_image() { # has_image REF: containerd already holds REF (as given or docker.io-normalised)
-  local names; names=$(ctr_ images ls -q)
-  grep -qxF "$1" <<<"$names" || grep -qxF "docker.io/$1" <<<"$names" || grep -qxF "docker.io/library/$1" <<<"$names"
+containerd_name() { # the name containerd records for a docker reference
+  local first=${1%%/*}
+  if [[ $1 != */* ]]; then
+    echo "docker.io/library/$1"
+  elif [[ $first == *.* || $first == *:* || $first == localhost ]]; then
+    echo "$1"
+  else
+    echo "docker.io/$1"
+  fi
+}
+
+has_image() { # has_image REF: containerd already holds the docker reference REF
+  local names; names=$(ctr_ images ls -q)  # not a pipe: grep -q's early exit would fail it
+  grep -qxF "$(containerd_name "$1")" <<<"$names"
 }
 
 build_pause() {
@@ -87,17 +98,6 @@ if $want_pause; then
     images+=("$pause_image")
   fi
 fi
-
-containerd_name() { # the name containerd records for a docker reference
-  local first=${1%%/*}
-  if [[ $1 != */* ]]; then
-    echo "docker.io/library/$1"
-  elif [[ $first == *.* || $first == *:* || $first == localhost ]]; then
-    echo "$1"
-  else
-    echo "docker.io/$1"
-  fi
-}
 
 unpack() { # unpack REF into the snapshotter: mounting the image unpacks it, if it is not yet
   local target; target=$(mktemp -d)

@@ -19,6 +19,7 @@ from kubernetes import client
 from tests.harness import procs
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
+from tests.harness.tiny_model import build_repo
 from tests.harness.tools import REPO_ROOT, tool
 from tests.harness.waiting import wait_for
 
@@ -137,6 +138,15 @@ BUILT = ("api", "operator", "separator")
 
 def docker(*args: str, timeout: float = 120) -> str:
     return run("docker", *args, timeout=timeout)
+
+
+def image_readable_model_repo(repo: Path) -> Path:
+    """The tiny model repo at ``repo``, readable by the images' non-root user (uid 10001),
+    which a bind mount or hostPath volume shows with the host's modes."""
+    build_repo(repo)
+    for path in (repo, *repo.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return repo
 
 
 @pytest.fixture(scope="session")

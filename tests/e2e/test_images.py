@@ -25,13 +25,12 @@ import yaml
 from kubernetes import client
 
 from stemkube_separator.exitcodes import INVALID_INPUT
-from tests.e2e.conftest import BUILT, docker
+from tests.e2e.conftest import BUILT, docker, image_readable_model_repo
 from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
 from tests.harness.stemkube import GROUP, PLURAL, VERSION
-from tests.harness.tiny_model import build_repo
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -159,9 +158,7 @@ def separator_run(
 def test_the_separator_image_separates_from_and_to_minio(
     images: dict[str, str], minio_server: MinioServer, bucket: str, tmp_path: Path
 ) -> None:
-    build_repo(tmp_path / "models")
-    for path in (tmp_path / "models").iterdir():
-        path.chmod(0o644)
+    image_readable_model_repo(tmp_path / "models")
     s3 = minio_server.client()
     song = mp3_song(2.0)
     s3.put_object(bucket, "inputs/img/song.mp3", io.BytesIO(song), len(song))

@@ -29,11 +29,11 @@ import httpx
 import pytest
 from kubernetes import client, config
 
-from tests.e2e.conftest import run
+from tests.e2e.conftest import CHART, TAG, docker, image_readable_model_repo, run
 from tests.harness.api import mp3_song
 from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.minio import MinioServer, start_minio
-from tests.harness.tiny_model import build_repo
+from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.tools import REPO_ROOT, tool
 from tests.harness.waiting import wait_for
 
@@ -43,7 +43,6 @@ NODE = "stemkube-node"
 NODE_IP = "10.88.0.1"  # hack/node-up.sh's bridge: the node's IP, reachable from its pods
 NAMESPACE = "stemkube"
 BUCKET = "stemkube"
-CHART = REPO_ROOT / "charts" / "stemkube"
 
 
 @dataclass
@@ -124,15 +123,14 @@ def model_claim(core: client.CoreV1Api, models: Path) -> str:
     return "models"
 
 
-def _short_of_disk(images: list[str], node_dir: Path) -> list[str]:
-    """``["--move"]`` when the disk cannot hold three copies of the images (docker's, the layer
-    blobs, the unpacked snapshots) at once, else ``[]``. Moving takes the images out of docker,
-    so the next ``make images`` builds them again instead of reusing its layer cache: this
-    module runs after every other user of the ``images`` fixture (pytest's file order)."""
-    sizes = run("docker", "image", "inspect", "--format", "{{.Size}}", *images, timeout=60)
+def _short_of_disk(images: list[str], node_dir: Path) -> bool:
+    """Whether the disk cannot hold three copies of the images (docker's, the layer blobs, the
+    unpacked snapshots) at once. Then they are moved out of docker, and the next ``make images``
+    builds them again instead of reusing its layer cache: this module runs after every other
+    user of the ``images`` fixture (pytest's file order)."""
+    sizes = docker("image", "inspect", "--format", "{{.Size}}", *images, timeout=60)
     total = sum(int(line) for line in sizes.split())
-    free = shutil.disk_usage(node_dir).free
-    return ["--move"] if free < 3 * total + 2 * 1024**3 else []
+    return shutil.disk_usage(node_dir).free < 3 * total + 2 * 1024**3
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +139,7 @@ def installed(
 ) -> Iterator[str]:
     """The images in the node's containerd, the chart installed; yields the API's base URL
     (its Service's cluster IP, through kube-proxy)."""
-    move = _short_of_disk(list(images.values()), real_cluster.node_dir)
+    move = ["--move"] if _short_of_disk(list(images.values()), real_cluster.node_dir) else []
     run(REPO_ROOT / "hack" / "node-images.sh", *move, *images.values(), timeout=1200)
     core = client.CoreV1Api(real_cluster.api)
     core.create_namespace({"metadata": {"name": NAMESPACE}})
@@ -159,16 +157,13 @@ def installed(
             },
         },
     )
-    models = tmp_path_factory.mktemp("models")
-    build_repo(models)
-    for path in (models, *models.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)  # the separator runs as uid 10001
+    models = image_readable_model_repo(tmp_path_factory.mktemp("models"))
     claim = model_claim(core, models)
     port = storage.endpoint.rsplit(":", 1)[1]
     helm: list[str | Path] = [tool("helm"), f"--kubeconfig={real_cluster.plane.kubeconfig}"]
     run(
         *helm, "install", "stemkube", CHART, f"--namespace={NAMESPACE}",
-        "--set=image.tag=e2e", "--set=image.pullPolicy=Never",
+        f"--set=image.tag={TAG}", "--set=image.pullPolicy=Never",
         "--set=minio.enabled=false",
         f"--set=storage.external.endpoint=http://{NODE_IP}:{port}",
         "--set=storage.external.existingSecret=s3-credentials",
@@ -242,7 +237,7 @@ def test_a_song_uploaded_through_the_service_comes_back_as_stems(
     # The separation ran as a pod of the operator's Job on the real node, and wrote its
     # progress and result to the CR.
     cr = client.CustomObjectsApi(real_cluster.api).get_namespaced_custom_object(
-        "stemkube.io", "v1alpha1", NAMESPACE, "separationjobs", job_id
+        GROUP, VERSION, NAMESPACE, PLURAL, job_id
     )
     assert cr["status"]["phase"] == "Completed"
     assert cr["status"]["progress"] == 100
