@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export STEMKUBE_TOOLS_BIN ?= $(CURDIR)/.cache/bin
 
-COMPONENTS := api operator separator-image
+COMPONENTS := contract api operator separator-image
 VENV_INPUTS := requirements-dev.txt $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 
 .PHONY: help
@@ -36,10 +36,11 @@ tools: ## build the test tier's binaries into .cache/bin (no-op when fresh)
 	tools/build.sh
 
 .PHONY: lint
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and import-linter (the packages' layering, [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: test
 test: venv tools lint ## everything CI runs: lint, unit, integration and e2e tests (the real node too)
@@ -73,7 +74,7 @@ image_file_operator := operator/Dockerfile
 image_context_operator := .
 image_base_operator := BASE_IMAGE
 image_file_separator := separator-image/Dockerfile
-image_context_separator := separator-image
+image_context_separator := .
 image_base_separator := SEPARATOR_BASE_IMAGE
 image_file_local := api/local.Dockerfile
 image_context_local := .
@@ -135,7 +136,7 @@ kind-down: ## delete the kind cluster
 
 .PHONY: clean
 clean: ## remove the virtual environment and caches (keeps the built tools)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .test-logs
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .test-logs
 
 .PHONY: clean-tools
 clean-tools: ## remove the built tools (the next make tools is a cold build)

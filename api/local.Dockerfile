@@ -20,12 +20,15 @@ LABEL org.opencontainers.image.title="stemkube (local mode)" \
 COPY separator-image/python-venv.sh /tmp/python-venv.sh
 RUN sh /tmp/python-venv.sh && rm /tmp/python-venv.sh \
     && mkdir -p /data && chown 10001:10001 /data
+COPY contract/pyproject.toml contract/README.md /src/contract/
+COPY contract/src /src/contract/src
 COPY separator-image/pyproject.toml separator-image/README.md /src/separator-image/
 COPY separator-image/src /src/separator-image/src
 COPY api/pyproject.toml api/README.md /src/api/
 COPY api/src /src/api/src
+# stemkube-contract==0.1.0 is the local contract/ (on no index): installed in the same command.
 # triton (about 1 GB) serves only torch.compile's generated kernels; Demucs runs eagerly.
-RUN /opt/venv/bin/python -m pip install --no-cache-dir /src/separator-image /src/api \
+RUN /opt/venv/bin/python -m pip install --no-cache-dir /src/contract /src/separator-image /src/api \
  && /opt/venv/bin/python -m pip uninstall --yes triton \
  && rm -rf /src
 

@@ -42,10 +42,11 @@ from minio import Minio
 
 from stemkube_api.interfaces import NewJob
 from stemkube_api.jobs import input_key, result_key
-from stemkube_api.kube import GROUP, PLURAL, VERSION, manifest
-from stemkube_api.options import SeparationRequest
+from stemkube_api.kube import manifest
 from stemkube_api.s3 import part_size_for
 from stemkube_api.sizes import format_size, parse_size
+from stemkube_contract.models import Catalog
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.harness.api import MB, ApiServer, launch_api, post_generated_wav, wav_of
 from tests.harness.controlplane import start_control_plane
 from tests.harness.minio import MinioServer, start_minio
@@ -187,8 +188,8 @@ def create_jobs(kube: client.ApiClient, count: int) -> list[str]:
     def create(share: list[str]) -> None:
         try:
             for job_id in share:
-                job = NewJob(job_id, SeparationRequest(), input_key(job_id, "wav"), "song.wav")
-                body = manifest(job, NAMESPACE, BUCKET, result_key(job_id))
+                job = NewJob(job_id, {}, input_key(job_id, "wav"), "song.wav")
+                body = manifest(job, NAMESPACE, BUCKET, result_key(job_id), Catalog())
                 objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
         except BaseException as exc:
             errors.append(exc)

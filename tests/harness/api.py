@@ -1,6 +1,7 @@
 """Fixtures for the REST API on the integration tier: ``stemkube-api`` processes started from
 the installed console script, talking to the tier's control plane and MinIO."""
 
+import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from stemkube_contract.models import MODELS_ENV
 from tests.harness import procs
 from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
+from tests.harness.stemkube import TIER_MODELS
 
 MB = 1024 * 1024
 BOUNDARY = "stemkube-test-boundary"
@@ -114,6 +117,7 @@ def start_api(
             "AWS_ACCESS_KEY_ID": minio_server.access_key,
             "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
             "AWS_REGION": "us-east-1",
+            MODELS_ENV: json.dumps(TIER_MODELS.to_json()),
             **env,
         }
         server = launch_api(f"api-{len(started)}", full_env, tmp_path / "logs", wait_ready=False)

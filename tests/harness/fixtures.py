@@ -94,10 +94,10 @@ def cluster(
         heartbeat.stop()
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
+@contextlib.contextmanager
+def temporary_namespace(cluster: Cluster, prefix: str = "test") -> Iterator[str]:
     core = client.CoreV1Api(cluster.api)
-    name = f"test-{secrets.token_hex(4)}"
+    name = f"{prefix}-{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": name}})
     try:
         yield name
@@ -105,6 +105,12 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         # The namespace controller removes what is left; nothing waits for it.
         with contextlib.suppress(client.ApiException):
             core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    with temporary_namespace(cluster) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

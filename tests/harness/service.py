@@ -142,13 +142,17 @@ class LocalService:
         self.started: list[ApiServer] = []
 
     def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
-        return self.start_local(wait_ready, (), **env)
+        return self.start_local(wait_ready, (), True, **env)
 
     def start_local(
-        self, wait_ready: bool = True, args: tuple[str, ...] = (), **env: str
+        self,
+        wait_ready: bool = True,
+        args: tuple[str, ...] = (),
+        with_model_repo: bool = True,
+        **env: str,
     ) -> ApiServer:
-        """``stemkube-api --local`` on this service's data folder and the tiny models;
-        ``args`` are more flags."""
+        """``stemkube-api --local`` on this service's data folder and (unless not
+        ``with_model_repo``) the tiny models; ``args`` are more flags."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEMKUBE_")}
         full_env.update(env)
         server = launch_api(
@@ -159,7 +163,7 @@ class LocalService:
             args=(
                 "--local",
                 f"--data-dir={self.data_dir}",
-                f"--model-repo={self.model_repo}",
+                *([f"--model-repo={self.model_repo}"] if with_model_repo else []),
                 *args,
             ),
         )

@@ -3,6 +3,7 @@ chart sets one up (storage Secret, the separator's ServiceAccount and its RBAC),
 repository, and operator processes started from the installed ``stemkube-operator``."""
 
 import base64
+import json
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from stemkube_contract.models import DEFAULT_MODEL, MODELS_ENV, PRETRAINED, Catalog, Model
 from tests.harness import procs
+from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
 from tests.harness.tools import REPO_ROOT
@@ -36,7 +39,13 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random-weight models under the real names, in Demucs's local-repo format."""
     from tests.harness.tiny_model import build_repo  # torch is slow to import: only when needed
 
-    return build_repo(tmp_path_factory.mktemp("models"), names=("htdemucs", "htdemucs_6s"))
+    names = ("htdemucs", "htdemucs_6s", CUSTOM_MODEL)
+    return build_repo(tmp_path_factory.mktemp("models"), names=names)
+
+
+# What the Kubernetes tier serves (the chart's `models` value): the pretrained names, whose
+# tiny stand-ins are in the model repo, and a model of the deployment's own.
+TIER_MODELS = Catalog((*PRETRAINED, Model(CUSTOM_MODEL, CUSTOM_SOURCES)), DEFAULT_MODEL)
 
 
 @pytest.fixture
@@ -145,6 +154,7 @@ def start_operator(
                 "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
                 "STEMKUBE_SEPARATOR_IMAGE": SEPARATOR_IMAGE,
                 "STEMKUBE_MODEL_REPO": str(model_repo),
+                MODELS_ENV: json.dumps(TIER_MODELS.to_json()),
                 "STEMKUBE_EXPIRY_INTERVAL_SECONDS": "1",
                 "STEMKUBE_CPU_REQUEST": "100m",
                 "STEMKUBE_MEMORY_REQUEST": "256Mi",

@@ -19,6 +19,8 @@ import yaml
 from demucs.htdemucs import HTDemucs
 from demucs.states import get_state, save_with_checksum
 
+from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
+
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
 
@@ -72,8 +74,11 @@ def save_model(model: HTDemucs, repo: Path, name: str) -> Path:
 def build_repo(
     repo: Path, config: dict[str, Any] | None = None, names: tuple[str, ...] = ("htdemucs",)
 ) -> Path:
-    """A repo with each of ``names``; a name ending in ``_6s`` gets the six stems."""
+    """A repo with each of ``names``; a name ending in ``_6s`` gets the six stems,
+    ``CUSTOM_MODEL`` its own two."""
     for name in names:
-        sources = SIX_STEMS if name.endswith("_6s") else FOUR_STEMS
+        sources: tuple[str, ...] = SIX_STEMS if name.endswith("_6s") else FOUR_STEMS
+        if name == CUSTOM_MODEL:
+            sources = CUSTOM_SOURCES
         save_model(build_model(TINY if config is None else config, sources), repo, name)
     return repo

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.api import ApiServer, mp3_song
+from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.procs import free_port
 from tests.harness.service import Service
 
@@ -124,3 +125,26 @@ def test_stemkube_exit_codes(service: Service, tmp_path: Path) -> None:
     [line] = failed.stderr.strip().splitlines()
     assert line.startswith("stemkube: job ")
     assert " failed: " in line
+
+
+def test_stemkube_separate_with_a_custom_model(service: Service, tmp_path: Path) -> None:
+    """The client's flags are the catalogue's: any model the deployment serves, and the costly
+    options too."""
+    api = service.start_api()
+    song = tmp_path / "song.mp3"
+    song.write_bytes(mp3_song(1.0))
+    result = stemkube(
+        "separate",
+        str(song),
+        f"--model={CUSTOM_MODEL}",
+        "--two-stems=accompaniment",
+        "--shifts=0",
+        "--poll-interval=0.3",
+        api=api,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    members = sorted(zipfile.ZipFile(tmp_path / "song_stems.zip").namelist())
+    assert members == ["accompaniment.mp3", "no_accompaniment.mp3"]
+    status = json.loads(stemkube("list", "--json", api=api).stdout)[0]
+    assert (status["model"], status["options"]["shifts"]) == (CUSTOM_MODEL, 0)

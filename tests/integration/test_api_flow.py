@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.api import ApiServer, mp3_song
 from tests.harness.audio import sine_wav
+from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.service import Service
 from tests.harness.tools import REPO_ROOT
 from tests.harness.waiting import wait_for
@@ -210,3 +211,34 @@ def test_health_readiness_and_metrics(service: Service) -> None:
     assert "stemkube_api_jobs_created_total 1.0" in text
     assert "stemkube_api_upload_bytes_total" in text
     assert 'stemkube_api_uploads_rejected_total{reason="not_audio"} 1.0' in text
+
+
+def test_a_custom_model_through_rest(service: Service) -> None:
+    """A model of the deployment's own (local mode: found in --model-repo; Kubernetes mode:
+    declared like the chart's `models` value): listed by GET /models with its stems, chosen by
+    an upload, separated into its own stems."""
+    api = service.start_api()
+    listed = api.get("/models").json()
+    assert listed["default"] == "htdemucs"
+    [mine] = [m for m in listed["models"] if m["name"] == CUSTOM_MODEL]
+    assert mine["stems"] == list(CUSTOM_SOURCES)
+    with api.client() as http:
+        refused = http.post(
+            "/upload",
+            files={"file": ("song.mp3", mp3_song(1.0))},
+            data={"model": CUSTOM_MODEL, "stems": "drums"},
+        )
+        assert refused.status_code == 422
+        assert f"'drums' is not one of model {CUSTOM_MODEL}'s stems" in refused.json()["detail"]
+        job = http.post(
+            "/upload",
+            files={"file": ("song.mp3", mp3_song(1.0))},
+            data={"model": CUSTOM_MODEL, "shifts": "0", "overlap": "0.5"},
+        ).json()
+        status = wait_done(api, job["job_id"])
+        assert status["status"] == "completed", status
+        assert (status["model"], status["stems"]) == (CUSTOM_MODEL, list(CUSTOM_SOURCES))
+        assert (status["options"]["shifts"], status["options"]["overlap"]) == (0, 0.5)
+        archive = http.get(f"/download/{job['job_id']}").content
+        members = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
+        assert members == ["accompaniment.mp3", "vocals.mp3"]

@@ -178,3 +178,35 @@ def test_make_run_on_a_fresh_checkout(tmp_path: Path, model_repo: Path) -> None:
         make.wait(60)
         # A second torch venv is ~6 GB; the image and real-node tests after this one need the disk.
         shutil.rmtree(checkout / ".venv", ignore_errors=True)
+
+
+def test_without_weights_it_says_so_and_refuses_uploads_at_once(
+    local_service: LocalService, tmp_path: Path
+) -> None:
+    """No model folder and weights the hub cannot give: the start says so, /readyz says so,
+    and an upload is refused before anything is stored, naming --model-repo."""
+    declared = tmp_path / "models.json"
+    declared.write_text('{"models": [{"name": "mine", "sources": ["vocals", "rest"]}]}')
+    api = local_service.start_local(
+        wait_ready=False, args=(f"--models={declared}",), with_model_repo=False
+    )
+
+    def answers() -> bool:
+        try:
+            return api.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(answers, 60, "the API answers")
+
+    ready = api.get("/readyz")
+    assert ready.status_code == 503
+    assert "weights: model 'mine' is not a pretrained Demucs model" in ready.json()["detail"]
+    assert "--model-repo" in ready.json()["detail"]
+    assert api.get("/models").json()["default"] == "mine"
+    refused = api.client().post("/upload", files={"file": ("song.wav", sine_wav(0.5))})
+    assert refused.status_code == 503
+    assert "--model-repo" in refused.json()["detail"]
+    assert local_service.objects() == []
+    assert local_service.job_ids() == []
+    assert "no weights for the default model" in api.process.log_path.read_text()

@@ -16,6 +16,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from tests.harness.audio import sine_wav
+from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
@@ -250,8 +251,9 @@ def test_deleting_a_running_job_cancels_it_and_removes_its_files(
 ) -> None:
     namespace, s3 = stemkube_namespace, minio_server.client()
     start_operator()
-    upload(s3, bucket, "inputs/long/song.wav", sine_wav(30.0))
-    created = create(cluster, namespace, "long", bucket, shifts=20)
+    # Long enough to be running when deleted: the most shifts the CRD allows, a longer song.
+    upload(s3, bucket, "inputs/long/song.wav", sine_wav(60.0))
+    created = create(cluster, namespace, "long", bucket, shifts=10)
     uid = created["metadata"]["uid"]
     wait_phase(cluster, namespace, "long", ("Running",))
     [pod] = pods_of(cluster, namespace, uid)
@@ -442,3 +444,53 @@ def test_kueue_queue_name_waits_suspended_until_admitted(
     batch.patch_namespaced_job("kueued", namespace, {"spec": {"suspend": False}})
     final = wait_phase(cluster, namespace, "kueued", ("Completed", "Failed"))["status"]
     assert final["phase"] == "Completed", final
+
+
+def test_a_declared_model_of_the_deployments_own_runs_from_kubectl(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """kubectl apply of a SeparationJob naming the deployment's own model (declared with its
+    stems in STEMKUBE_MODELS, weights in the model folder)."""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator()
+    upload(s3, bucket, "inputs/mine/song.wav", sine_wav(2.0))
+    create(cluster, namespace, "mine", bucket, model=CUSTOM_MODEL, twoStems="accompaniment")
+
+    status = wait_phase(cluster, namespace, "mine", ("Completed", "Failed"))["status"]
+    assert status["phase"] == "Completed", status
+    assert status["result"]["stems"] == ["accompaniment", "no_accompaniment"]
+    archive = s3.get_object(bucket, "results/mine.zip").read()
+    members = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
+    assert members == ["accompaniment.mp3", "no_accompaniment.mp3"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "words"),
+    [
+        ({"model": "not-served"}, "UnknownModel", "spec.model: 'not-served' is not one of"),
+        ({"stems": ["guitar"]}, "InvalidArguments", "model htdemucs_6s has it"),
+        ({"shifts": 3}, "InvalidArguments", "spec.shifts: 3 is more than this deployment allows"),
+    ],
+)
+def test_a_spec_this_deployment_cannot_run_fails_before_any_job(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    bucket: str,
+    start_operator: OperatorFactory,
+    spec: dict[str, Any],
+    reason: str,
+    words: str,
+) -> None:
+    """Checked at admission: no Job, no GPU time, a Failed phase that says why."""
+    namespace = stemkube_namespace
+    start_operator(STEMKUBE_LIMITS='{"shifts": 2}')
+    created = create(cluster, namespace, "refused", bucket, **spec)
+
+    status = wait_phase(cluster, namespace, "refused", ("Completed", "Failed"), 30)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", reason)
+    assert words in status["message"]
+    assert jobs_of(cluster, namespace, created["metadata"]["uid"]) == []

@@ -132,7 +132,6 @@ def test_truncated_tail_is_recovered(tiny_model_repo: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
-        (("--model", "no_such_model"), "unknown model 'no_such_model'"),
         (("--two-stems", "kazoo"), "the model has no stem 'kazoo'"),
         (("--stems", "vocals,guitar"), "the model has no stem 'guitar'"),
         (("--segment", "60"), "longer than model allows"),
@@ -151,6 +150,23 @@ def test_impossible_request_is_invalid_input(
 
     assert result.returncode == exitcodes.INVALID_INPUT, result.stderr
     assert reason in termination_message(term)
+
+
+def test_a_model_missing_from_the_folder_has_its_own_exit_code(
+    tiny_model_repo: Path, tmp_path: Path
+) -> None:
+    song = make_audio(tmp_path / "in.wav", "-c:a", "pcm_s16le")
+    term = tmp_path / "term"
+
+    result = run_separator(
+        song, tmp_path / "o.zip", "--model-repo", tiny_model_repo, "--termination-log", term,
+        "--model", "no_such_model",
+    )  # fmt: skip
+
+    assert result.returncode == exitcodes.MODEL_NOT_FOUND, result.stderr
+    assert f"model 'no_such_model' is not in the model folder {tiny_model_repo}" in (
+        termination_message(term)
+    )
 
 
 def test_missing_input_file_is_invalid_input(tiny_model_repo: Path, tmp_path: Path) -> None:

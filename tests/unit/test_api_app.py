@@ -19,8 +19,10 @@ from stemkube_api.interfaces import (
     TooLargeError,
     UnavailableError,
 )
-from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key
+from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key, stems_for
 from stemkube_api.settings import Settings
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog, Model
 from tests.harness.audio import sine_wav
 
 NOW = datetime.datetime(2026, 11, 24, 10, tzinfo=datetime.UTC)
@@ -97,6 +99,9 @@ class MemoryStore:
             raise UnavailableError("storage unreachable: connection refused")
 
 
+MODELS = Catalog()
+
+
 class MemoryBackend:
     name = "kubernetes"
 
@@ -104,6 +109,7 @@ class MemoryBackend:
         self.jobs: dict[str, JobRecord] = {}
         self.created: list[NewJob] = []
         self.down = False
+        self.no_weights: dict[str, str] = {}
 
     def start(self) -> None:
         pass
@@ -121,9 +127,8 @@ class MemoryBackend:
             filename=job.filename,
             created_at=NOW,
             progress=0,
-            model=job.request.effective_model,
-            format=job.request.effective_format,
-            stems=job.request.output_stems(),
+            options=catalogue.effective(job.request, MODELS),
+            stems=stems_for(catalogue.effective(job.request, MODELS), MODELS),
             input_key=job.input_key,
             result_key=result_key(job.job_id),
         )
@@ -144,6 +149,9 @@ class MemoryBackend:
     def check(self) -> None:
         if self.down:
             raise UnavailableError("kubernetes: connection refused")
+
+    def model_problem(self, model: str) -> str | None:
+        return self.no_weights.get(model)
 
     def finish(self, job_id: str, store: MemoryStore, **changes: Any) -> None:
         record = self.jobs[job_id]
@@ -208,7 +216,7 @@ def test_upload_stores_under_the_job_id_and_creates_the_job(
     assert job.job_id == body["job_id"]
     assert job.input_key == f"inputs/{body['job_id']}/input.wav"
     assert store.objects[job.input_key] == SONG
-    assert job.request.two_stems == "vocals"
+    assert job.request["two_stems"] == "vocals"
     assert store.open_writers == 0
 
 
@@ -484,13 +492,18 @@ def test_openapi_is_complete(client: TestClient) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        "/models",
     ):
         assert path in paths, path
     schemas = spec["components"]["schemas"]
     for name in ("ErrorResponse", "UploadResponse", "JobStatus", "JobList", "Deleted", "Health"):
         assert name in schemas
     form = paths["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"file", "model", "stems", "two_stems", "format", "bitrate"}
+    # The form is the catalogue: every option, with its values and bounds.
+    assert set(form["properties"]) == {"file", *catalogue.NAMES}
+    assert form["properties"]["bitrate"]["enum"] == list(catalogue.MP3_BITRATES)
+    assert form["properties"]["model"]["enum"] == list(MODELS.names)
+    assert form["properties"]["shifts"]["maximum"] == catalogue.BY_NAME["shifts"].maximum
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for code in ("413", "415", "422", "503"):
         response = paths["/upload"]["post"]["responses"][code]
@@ -501,6 +514,40 @@ def test_openapi_is_complete(client: TestClient) -> None:
     )
     assert "application/zip" in paths["/download/{job_id}"]["get"]["responses"]["200"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+def test_models_lists_the_deployments_models_and_the_default(
+    parts: tuple[MemoryBackend, MemoryStore],
+) -> None:
+    custom = Catalog((Model("tiny", ("vocals", "rest")), *MODELS.models), "tiny")
+    for client in make_client(parts, models=custom):
+        body = client.get("/models").json()
+        assert body["default"] == "tiny"
+        assert body["models"][0] == {
+            "name": "tiny",
+            "stems": ["vocals", "rest"],
+            "default": True,
+            "description": "",
+        }
+        assert [m["name"] for m in body["models"]] == list(custom.names)
+        created = upload(client, two_stems="rest")
+        assert created.status_code == 200, created.text
+        refused = upload(client, two_stems="rest", model="htdemucs")
+        assert refused.status_code == 422
+        assert "'rest' is not one of model htdemucs's stems" in refused.json()["detail"]
+
+
+def test_an_upload_for_a_model_without_weights_is_refused_at_once(
+    parts: tuple[MemoryBackend, MemoryStore],
+) -> None:
+    backend, store = parts
+    backend.no_weights["htdemucs"] = "not in the Demucs cache; give --model-repo"
+    for client in make_client(parts):
+        response = upload(client)
+        assert response.status_code == 503
+        assert "--model-repo" in response.json()["detail"]
+        assert store.objects == {}
+        assert upload(client, model="mdx").status_code == 200
 
 
 def test_unknown_routes_answer_json(client: TestClient) -> None:

@@ -8,22 +8,34 @@ import httpx
 import pytest
 
 from stemkube_api import cli, client_cli
+from stemkube_contract.models import Catalog, Model
 
 if TYPE_CHECKING:
     from stemkube_api.local.settings import LocalSettings
 
 
+def _folder_models(folder: Path) -> list[Model]:
+    """What the separator would find in a folder: here, one model per ``<name>.yaml``."""
+    return [
+        Model(p.stem, ("vocals", "drums", "bass", "other"), str(folder))
+        for p in sorted(folder.glob("*.yaml"))
+    ]
+
+
 def _local(argv: list[str], env: dict[str, str]) -> "LocalSettings":
-    return cli.local_settings(cli._parser().parse_args(["--local", *argv]), env)
+    return cli.local_settings(cli._parser().parse_args(["--local", *argv]), env, _folder_models)
 
 
 def test_local_settings_flags_over_environment_over_defaults(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     repo.mkdir()
+    for name in ("htdemucs", "htdemucs_6s", "mine"):
+        (repo / f"{name}.yaml").write_text("models: ['x']")
     env = {"HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     settings = _local([], {**env, "XDG_DATA_HOME": str(tmp_path / "xdg")})
     assert settings.data_dir == tmp_path / "xdg" / "stemkube"
-    assert (settings.workers, settings.model, settings.model_repo) == (1, "htdemucs", None)
+    assert (settings.workers, settings.models.default, settings.model_repo) == (1, "htdemucs", None)
+    assert settings.models == Catalog()  # the pretrained models, from the hub
     assert settings.ttl == datetime.timedelta(hours=24)
     assert settings.gpus == ()
     from_env = _local(
@@ -38,14 +50,30 @@ def test_local_settings_flags_over_environment_over_defaults(tmp_path: Path) -> 
         },
     )
     assert from_env.data_dir == tmp_path / "d"
-    assert (from_env.workers, from_env.model, from_env.model_repo) == (3, "htdemucs_6s", repo)
+    assert (from_env.workers, from_env.models.default, from_env.model_repo) == (
+        3,
+        "htdemucs_6s",
+        repo,
+    )
+    # the models of the folder, as the separator finds them
+    assert from_env.models.names == ("htdemucs", "htdemucs_6s", "mine")
     assert from_env.ttl == datetime.timedelta(minutes=1)
     assert from_env.expiry_interval == 6.0  # a tenth of a short TTL
     flags = _local(
         ["--data-dir", str(tmp_path / "f"), "--workers", "2", "--model", "htdemucs_ft"],
         {**env, "STEMKUBE_WORKERS": "3", "STEMKUBE_MODEL": "htdemucs_6s"},
     )
-    assert (flags.data_dir, flags.workers, flags.model) == (tmp_path / "f", 2, "htdemucs_ft")
+    assert (flags.data_dir, flags.workers, flags.models.default) == (
+        tmp_path / "f",
+        2,
+        "htdemucs_ft",
+    )
+    custom = _local(["--model-repo", str(repo), "--model", "mine"], env)
+    assert custom.models.default == "mine"
+    declared = tmp_path / "models.json"
+    declared.write_text('{"default": "k", "models": [{"name": "k", "sources": ["a", "b"]}]}')
+    assert _local(["--models", str(declared)], env).models.names == ("k",)
+    assert _local([], {**env, "STEMKUBE_MODELS": declared.read_text()}).models.default == "k"
 
 
 def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:
@@ -60,6 +88,8 @@ def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:
         (["--model-repo", "/no/such/models"], {}, "no such folder"),
         ([], {"STEMKUBE_WORKERS": "many"}, "STEMKUBE_WORKERS must be a whole number"),
         ([], {"STEMKUBE_MODEL": "spleeter"}, "STEMKUBE_MODEL: 'spleeter' is not one of"),
+        (["--model", "tiny"], {}, "--model: 'tiny' is not one of the models served"),
+        ([], {"STEMKUBE_MODELS": "[{}]"}, "STEMKUBE_MODELS: models"),
         (["--ttl", "0"], {}, "--ttl must be positive"),
     ],
 )

@@ -18,14 +18,17 @@ from stemkube_api.jobs import (
     result_key,
     status_of,
     stem_download_name,
+    stems_for,
     valid_job_id,
     zip_download_name,
 )
-from stemkube_api.options import OptionError, SeparationRequest, check_field, parse_request
+from stemkube_api.options import OptionError, check_field, parse_request
 from stemkube_api.s3 import MIN_PART_SIZE, part_size_for
 from stemkube_api.settings import SettingsError, load_settings
 from stemkube_api.sizes import format_size, parse_size
 from stemkube_api.sniff import EXTENSIONS, NotAudioError, sniff
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog, Model
 from tests.harness.audio import sine_wav
 
 # Sizes ----------------------------------------------------------------------------------------
@@ -163,25 +166,53 @@ def test_sniff_refuses_with_a_reason(head: bytes, words: str) -> None:
 # Options --------------------------------------------------------------------------------------
 
 
+MODELS = Catalog()
+
+
+def _stems(request: catalogue.Options) -> list[str]:
+    return stems_for(catalogue.effective(request, MODELS), MODELS)
+
+
 def test_no_options_means_the_defaults() -> None:
     request = parse_request({})
-    assert request == SeparationRequest()
-    assert request.effective_model == "htdemucs"
-    assert request.effective_format == "mp3"
-    assert request.output_stems() == ["vocals", "drums", "bass", "other"]
+    assert request == {}
+    full = catalogue.effective(request, MODELS)
+    assert (full["model"], full["format"], full["bitrate"]) == ("htdemucs", "mp3", 320)
+    assert _stems(request) == ["vocals", "drums", "bass", "other"]
 
 
 def test_options_parse() -> None:
     request = parse_request(
         {"model": "htdemucs_6s", "stems": "vocals, guitar", "format": "MP3", "bitrate": "192"}
     )
-    assert request == SeparationRequest(
-        model="htdemucs_6s", stems=("vocals", "guitar"), format="mp3", bitrate=192
-    )
+    assert request == {
+        "model": "htdemucs_6s",
+        "stems": ("vocals", "guitar"),
+        "format": "mp3",
+        "bitrate": 192,
+    }
     two = parse_request({"two_stems": "vocals", "format": "wav", "bitrate": ""})
-    assert two.output_stems() == ["vocals", "no_vocals"]
-    assert two.bitrate is None
-    assert parse_request({"model": "htdemucs_6s"}).output_stems()[-2:] == ["guitar", "piano"]
+    assert _stems(two) == ["vocals", "no_vocals"]
+    assert "bitrate" not in catalogue.effective(two, MODELS)
+    assert _stems(parse_request({"model": "htdemucs_6s"}))[-2:] == ["guitar", "piano"]
+    costly = parse_request({"shifts": "2", "overlap": "0.5", "format": "flac", "wav_depth": "24"})
+    assert costly == {"shifts": 2, "overlap": 0.5, "format": "flac", "wav_depth": "24"}
+
+
+def test_a_deployments_models_and_limits_apply() -> None:
+    custom = Catalog((Model("tiny", ("vocals", "accompaniment")),), "tiny")
+    assert _stems_of(parse_request({}, custom), custom) == ["vocals", "accompaniment"]
+    assert parse_request({"stems": "accompaniment"}, custom) == {"stems": ("accompaniment",)}
+    with pytest.raises(OptionError, match="not one of the models this deployment serves: tiny"):
+        parse_request({"model": "htdemucs"}, custom)
+    limits = catalogue.parse_limits('{"shifts": 2}')
+    assert parse_request({"shifts": "2"}, None, limits) == {"shifts": 2}
+    with pytest.raises(OptionError, match="more than this deployment allows"):
+        parse_request({"shifts": "3"}, None, limits)
+
+
+def _stems_of(request: catalogue.Options, models: Catalog) -> list[str]:
+    return stems_for(catalogue.effective(request, models), models)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +229,12 @@ def test_options_parse() -> None:
         ({"stems": "vocals,vocals"}, "stems", "twice"),
         ({"stems": "vocals,kazoo"}, "stems", "not one of"),
         ({"stems": " , "}, "stems", "comma-separated"),
-        ({"shifts": "2"}, "shifts", "unknown field"),
+        ({"speed": "2"}, "speed", "unknown field"),
+        ({"shifts": "11"}, "shifts", "between 0 and 10"),
+        ({"overlap": "0.99"}, "overlap", "between 0 and 0.9"),
+        ({"overlap": "nan"}, "overlap", "finite"),
+        ({"wav_depth": "24"}, "wav_depth", "only with format wav or flac"),
+        ({"wav_depth": "32f", "format": "flac"}, "wav_depth", "FLAC stores integers"),
     ],
 )
 def test_bad_options_name_the_field(fields: dict[str, str], field: str, words: str) -> None:

@@ -11,7 +11,7 @@ from kubernetes import client
 from stemkube_api.interfaces import NewJob
 from stemkube_api.jobs import CREATED_AT_ANNOTATION
 from stemkube_api.kube import WatchCache, manifest
-from stemkube_api.options import SeparationRequest
+from stemkube_contract.models import Catalog
 from tests.harness.waiting import wait_for
 
 
@@ -146,32 +146,33 @@ def test_put_keeps_the_newer_version() -> None:
     assert cache.get("a") is None
 
 
-def test_manifest_leaves_defaults_to_the_crd() -> None:
-    job = NewJob("j-1", SeparationRequest(), "inputs/j-1/input.mp3", "song.mp3")
-    body = manifest(job, "music", "stems", "results/j-1.zip")
+def test_manifest_leaves_defaults_to_the_crd_but_names_the_deployments_model() -> None:
+    job = NewJob("j-1", {}, "inputs/j-1/input.mp3", "song.mp3")
+    body = manifest(job, "music", "stems", "results/j-1.zip", Catalog())
     assert body["spec"] == {
         "input": {"bucket": "stems", "key": "inputs/j-1/input.mp3", "filename": "song.mp3"},
         "output": {"bucket": "stems", "key": "results/j-1.zip"},
+        "model": "htdemucs",
     }
+    other_default = manifest(job, "music", "stems", "r.zip", Catalog().with_default("mdx"))
+    assert other_default["spec"]["model"] == "mdx"
     assert body["metadata"]["name"] == "j-1"
     assert body["metadata"]["namespace"] == "music"
     assert CREATED_AT_ANNOTATION in body["metadata"]["annotations"]
     full = NewJob(
         "j-2",
-        SeparationRequest(
-            model="htdemucs_6s", stems=("vocals", "guitar"), format="mp3", bitrate=128
-        ),
+        {"model": "htdemucs_6s", "stems": ("vocals", "guitar"), "format": "mp3", "bitrate": 128},
         "inputs/j-2/input.wav",
         "a.wav",
     )
-    spec = manifest(full, "music", "stems", "results/j-2.zip")["spec"]
+    spec = manifest(full, "music", "stems", "results/j-2.zip", Catalog())["spec"]
     assert (spec["model"], spec["stems"], spec["format"], spec["bitrate"]) == (
         "htdemucs_6s",
         ["vocals", "guitar"],
         "mp3",
         128,
     )
-    two = NewJob("j-3", SeparationRequest(two_stems="vocals", format="wav"), "k", "a.wav")
-    spec = manifest(two, "music", "stems", "results/j-3.zip")["spec"]
+    two = NewJob("j-3", {"two_stems": "vocals", "format": "wav"}, "k", "a.wav")
+    spec = manifest(two, "music", "stems", "results/j-3.zip", Catalog())["spec"]
     assert spec["twoStems"] == "vocals"
     assert "bitrate" not in spec

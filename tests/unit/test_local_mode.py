@@ -12,67 +12,89 @@ from stemkube_api.interfaces import NewJob, ObjectNotFoundError, TooLargeError
 from stemkube_api.local import rules
 from stemkube_api.local.records import JobTable, SchemaError
 from stemkube_api.local.store import LocalStore
-from stemkube_api.options import SeparationRequest
+from stemkube_contract.models import Catalog
 
 T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
 JOB = "0b8f8a3e-6c9d-4d2a-9a57-3f8a9f8f1c11"
 
 
-def row(**changes: object) -> rules.JobRow:
-    job = NewJob(JOB, SeparationRequest(), f"inputs/{JOB}/input.mp3", "song.mp3")
-    return replace(rules.new_row(job, "htdemucs", T0), **changes)  # type: ignore[arg-type]
+MODELS = Catalog()
+
+
+def row(options: dict[str, object] | None = None, **changes: object) -> rules.JobRow:
+    job = NewJob(JOB, options or {}, f"inputs/{JOB}/input.mp3", "song.mp3")  # type: ignore[arg-type]
+    return replace(rules.new_row(job, MODELS, T0), **changes)  # type: ignore[arg-type]
 
 
 # Rules ---------------------------------------------------------------------------------------
 
 
 def test_a_new_row_takes_the_defaults_the_crd_would() -> None:
-    job = NewJob(JOB, SeparationRequest(format="wav"), "inputs/x/input.wav", "a.wav")
-    wav = rules.new_row(job, "htdemucs_6s", T0)
-    assert (wav.model, wav.format, wav.bitrate) == ("htdemucs_6s", "wav", None)
+    job = NewJob(JOB, {"format": "wav"}, "inputs/x/input.wav", "a.wav")
+    wav = rules.new_row(job, MODELS.with_default("htdemucs_6s"), T0)
+    assert wav.options == {
+        "model": "htdemucs_6s",
+        "format": "wav",
+        "wav_depth": "16",
+        "shifts": 1,
+        "overlap": 0.25,
+    }
     assert (wav.status, wav.reason, wav.result_key) == ("pending", "Queued", f"results/{JOB}.zip")
-    assert (row().format, row().bitrate) == ("mp3", 320)
+    assert (row().options["format"], row().options["bitrate"]) == ("mp3", 320)
 
 
 def test_a_row_as_the_api_shows_it() -> None:
     done = rules.record_of(
         row(
+            {"two_stems": "vocals"},
             status="completed",
             progress=97,
             started_at=T0,
             completed_at=T0 + datetime.timedelta(seconds=83),
-            two_stems="vocals",
-        )
+        ),
+        MODELS,
     )
     assert (done.progress, done.duration, done.stems) == (100, "1m23s", ["vocals", "no_vocals"])
-    assert rules.record_of(row(model="htdemucs_6s")).stems[-2:] == ["guitar", "piano"]
-    assert rules.record_of(row()).error is None
-    failed = rules.record_of(row(status="failed", reason="InvalidInput", message="not audio"))
+    assert rules.record_of(row({"model": "htdemucs_6s"}), MODELS).stems[-2:] == [
+        "guitar",
+        "piano",
+    ]
+    assert rules.record_of(row(), MODELS).error is None
+    failed = rules.record_of(
+        row(status="failed", reason="InvalidInput", message="not audio"), MODELS
+    )
     assert failed.error == "not audio"
 
 
 def test_the_separator_command_carries_the_options() -> None:
     paths = (Path("/d/in.mp3"), Path("/d/out.zip"), Path("/w/progress"), Path("/w/log"))
     command = rules.separator_command(
-        row(stems=("vocals", "drums"), bitrate=128), ["sep"], *paths, Path("/models")
+        row({"stems": ("vocals", "drums"), "bitrate": 128}),
+        ["sep"],
+        *paths,
+        Path("/models"),
+        MODELS,
     )
     assert command == [
         "sep",
         "/d/in.mp3",
         "/d/out.zip",
         "--model=htdemucs",
+        "--stems=vocals,drums",
         "--format=mp3",
+        "--bitrate=128",
+        "--shifts=1",
+        "--overlap=0.25",
         "--progress-file=/w/progress",
         "--termination-log=/w/log",
         f"--job-id={JOB}",
         "--model-repo=/models",
-        "--stems=vocals,drums",
-        "--bitrate=128",
     ]
     flac = rules.separator_command(
-        row(format="flac", bitrate=None, two_stems="bass"), ["sep"], *paths, None
+        row({"format": "flac", "two_stems": "bass"}), ["sep"], *paths, None, MODELS
     )
     assert "--two-stems=bass" in flac
+    assert "--wav-depth=16" in flac
     assert not [a for a in flac if a.startswith(("--bitrate", "--model-repo", "--stems"))]
 
 
@@ -82,6 +104,12 @@ def test_the_separator_command_carries_the_options() -> None:
         (0, "", 1, ("completed", "Completed", "the stems are ready")),
         (3, "input: not audio", 1, ("failed", "InvalidInput", "input: not audio")),
         (3, "", 1, ("failed", "InvalidInput", "the input file could not be read as audio")),
+        (
+            4,
+            "model 'x' is not in the model folder /m",
+            1,
+            ("failed", "ModelNotFound", "model 'x' is not in the model folder /m"),
+        ),
         (2, "usage error: x", 1, ("failed", "InvalidArguments", "usage error: x")),
         (75, "disk\nfull", 1, ("pending", "Retrying", "attempt 1 of 3 failed: disk full")),
         (
@@ -174,13 +202,13 @@ def test_partials_of_a_killed_run_are_removed(tmp_path: Path) -> None:
 def test_rows_survive_a_reopen_and_writes_respect_the_status(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     table = JobTable(path)
-    table.insert(row(stems=("vocals",)))
+    table.insert(row({"stems": ("vocals",)}))
     table.insert(row(job_id="b", created_at=T0 + datetime.timedelta(seconds=1)))
     table.close()
     table = JobTable(path)
-    assert table.get(JOB) == row(stems=("vocals",))
+    assert table.get(JOB) == row({"stems": ("vocals",)})
     assert [r.job_id for r in table.with_status("pending")] == [JOB, "b"]
-    assert table.next_pending() == row(stems=("vocals",))
+    assert table.next_pending() == row({"stems": ("vocals",)})
     running = rules.started(row(), 99, T0)
     assert table.save(running, only_if_status="pending")
     assert not table.save(replace(running, status="failed"), only_if_status="pending")
@@ -203,3 +231,53 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(SchemaError, match="newer stemkube"):
         JobTable(path)
+
+
+def test_a_schema_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A jobs.sqlite3 written before the options became one JSON column keeps working."""
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1)
+        db.execute(
+            "INSERT INTO jobs (job_id, created_at, filename, model, format, input_key, "
+            "result_key, status, stems, two_stems, bitrate, progress, attempts) VALUES "
+            "(?, ?, 'a.mp3', 'htdemucs_6s', 'mp3', 'inputs/a/input.mp3', 'results/a.zip', "
+            "'completed', '[\"vocals\", \"guitar\"]', NULL, 192, 100, 1)",
+            ("a", "2026-11-24T10:00:00.000000+00:00"),
+        )
+        db.execute(
+            "INSERT INTO jobs (job_id, created_at, filename, model, format, input_key, "
+            "result_key, status, two_stems, progress, attempts) VALUES "
+            "('b', '2026-11-24T10:00:01.000000+00:00', 'b.wav', 'htdemucs', 'wav', "
+            "'inputs/b/input.wav', 'results/b.zip', 'pending', 'drums', 0, 0)"
+        )
+        db.execute("PRAGMA user_version=1")
+    table = JobTable(path)
+    a, b = table.get("a"), table.get("b")
+    assert a is not None
+    assert b is not None
+    assert a.options == {
+        "model": "htdemucs_6s",
+        "format": "mp3",
+        "stems": ("vocals", "guitar"),
+        "bitrate": 192,
+    }
+    assert rules.record_of(a, MODELS).stems == ["vocals", "guitar"]
+    assert b.options == {"model": "htdemucs", "format": "wav", "two_stems": "drums"}
+    assert [r.job_id for r in table.with_status("pending")] == ["b"]
+    table.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+SCHEMA_1 = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, filename TEXT NOT NULL,
+    model TEXT NOT NULL, format TEXT NOT NULL, input_key TEXT NOT NULL,
+    result_key TEXT NOT NULL, status TEXT NOT NULL, stems TEXT, two_stems TEXT,
+    bitrate INTEGER, progress INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT, completed_at TEXT, reason TEXT, message TEXT, result_size INTEGER,
+    pid INTEGER
+);
+CREATE INDEX jobs_by_status ON jobs (status, created_at);
+"""

@@ -4,9 +4,12 @@ from typing import Any
 
 import pytest
 
+from stemkube_contract.exitcodes import INVALID_INPUT as EXIT_INVALID_INPUT
+from stemkube_contract.exitcodes import MODEL_NOT_FOUND as EXIT_MODEL_NOT_FOUND
+from stemkube_contract.exitcodes import USAGE as EXIT_USAGE
 from stemkube_operator.config import OperatorConfig, load_config
 from stemkube_operator.jobspec import build_job, separator_args
-from stemkube_operator.resource import EXIT_INVALID_INPUT, EXIT_USAGE, UID_LABEL, job_name
+from stemkube_operator.resource import UID_LABEL, job_name
 
 
 def separation_job(**spec: Any) -> dict[str, Any]:
@@ -42,7 +45,8 @@ def test_defaults_give_the_original_service_output() -> None:
         ({"twoStems": "vocals"}, ["--two-stems=vocals"], ["--stems"]),
         ({"stems": ["drums", "bass"]}, ["--stems=drums,bass"], ["--two-stems"]),
         ({"format": "wav", "wavDepth": "24"}, ["--format=wav", "--wav-depth=24"], ["--bitrate"]),
-        ({"format": "flac"}, ["--format=flac"], ["--bitrate", "--wav-depth"]),
+        ({"format": "flac"}, ["--format=flac", "--wav-depth=16"], ["--bitrate"]),
+        ({"format": "flac", "wavDepth": "24"}, ["--format=flac", "--wav-depth=24"], ["--bitrate"]),
         ({"bitrate": 128}, ["--bitrate=128"], []),
         ({"shifts": 3, "overlap": 0.5}, ["--shifts=3", "--overlap=0.5"], []),
     ],
@@ -85,7 +89,11 @@ def test_job_is_owned_linked_and_hardened() -> None:
 def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions() -> None:
     rules = build_job(separation_job(), OperatorConfig())["spec"]["podFailurePolicy"]["rules"]
     fail_job = next(r for r in rules if r["action"] == "FailJob")
-    assert set(fail_job["onExitCodes"]["values"]) == {EXIT_INVALID_INPUT, EXIT_USAGE}
+    assert set(fail_job["onExitCodes"]["values"]) == {
+        EXIT_INVALID_INPUT,
+        EXIT_USAGE,
+        EXIT_MODEL_NOT_FOUND,
+    }
     ignore = next(r for r in rules if r["action"] == "Ignore")
     assert ignore["onPodConditions"] == [{"type": "DisruptionTarget"}]
 

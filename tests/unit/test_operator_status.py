@@ -3,6 +3,7 @@
 import datetime
 from typing import Any
 
+from stemkube_contract.models import Catalog
 from stemkube_operator.status import (
     Observed,
     changed_fields,
@@ -236,9 +237,10 @@ def test_condition_transition_times_move_only_on_change() -> None:
 
 
 def test_stems_and_durations() -> None:
-    assert output_stems({"twoStems": "vocals"}) == ["vocals", "no_vocals"]
-    assert output_stems({"model": "htdemucs_6s"})[-2:] == ["guitar", "piano"]
-    assert output_stems({"stems": ["drums"]}) == ["drums"]
+    models = Catalog()
+    assert output_stems({"twoStems": "vocals"}, models) == ["vocals", "no_vocals"]
+    assert output_stems({"model": "htdemucs_6s"}, models)[-2:] == ["guitar", "piano"]
+    assert output_stems({"stems": ["drums"]}, models) == ["drums"]
     assert human_duration(45) == "45s"
     assert human_duration(192) == "3m12s"
     assert human_duration(7500) == "2h5m"

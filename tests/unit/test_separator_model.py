@@ -7,7 +7,7 @@ import torch
 from demucs.apply import apply_model
 
 from stemkube_separator import model, separate
-from stemkube_separator.errors import InvalidInputError, UsageError
+from stemkube_separator.errors import InvalidInputError, ModelNotFoundError, UsageError
 
 
 def test_loads_the_tiny_model_from_a_local_repo(tiny_model_repo: Path) -> None:
@@ -22,8 +22,8 @@ def test_loads_the_tiny_model_from_a_local_repo(tiny_model_repo: Path) -> None:
         model.check_segment(four, 8.0)
 
 
-def test_unknown_model_is_invalid_input(tiny_model_repo: Path) -> None:
-    with pytest.raises(InvalidInputError, match="unknown model 'mdx_nope'"):
+def test_unknown_model_is_model_not_found(tiny_model_repo: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="model 'mdx_nope' is not in the model folder"):
         model.load("mdx_nope", str(tiny_model_repo))
 
 

@@ -48,22 +48,16 @@ from stemkube_api.models import (
     Health,
     JobList,
     JobStatus,
+    ModelList,
     Ready,
     Status,
     UploadResponse,
 )
-from stemkube_api.options import (
-    DEFAULT_MODEL,
-    FIELDS,
-    MODELS,
-    SIX_STEMS,
-    OptionError,
-    check_field,
-    parse_request,
-)
+from stemkube_api.options import FIELDS, OptionError, check_field, parse_request
 from stemkube_api.settings import Settings
 from stemkube_api.sniff import ACCEPTED, SNIFF_BYTES, NotAudioError, sniff
 from stemkube_api.zipmember import NoSuchMemberError, open_member
+from stemkube_contract import options as catalogue
 
 log = logging.getLogger(__name__)
 
@@ -100,52 +94,30 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": words[code]} for code in codes}
 
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": f"The song: {ACCEPTED}.",
+def upload_body(settings: Settings) -> dict[str, Any]:
+    """The upload form's OpenAPI schema: the file, and each option from the catalogue."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": f"The song: {ACCEPTED}.",
+                            },
+                            **catalogue.form_schema(settings.models),
                         },
-                        "model": {
-                            "type": "string",
-                            "enum": list(MODELS),
-                            "default": DEFAULT_MODEL,
-                        },
-                        "stems": {
-                            "type": "string",
-                            "description": "Comma-separated stems to keep, e.g. vocals,drums "
-                            "(guitar and piano need htdemucs_6s). Not with two_stems.",
-                        },
-                        "two_stems": {
-                            "type": "string",
-                            "enum": list(SIX_STEMS),
-                            "description": "Split into this stem and no_<stem>. Not with stems.",
-                        },
-                        "format": {
-                            "type": "string",
-                            "enum": ["mp3", "wav", "flac"],
-                            "default": "mp3",
-                        },
-                        "bitrate": {
-                            "type": "integer",
-                            "enum": [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
-                            "default": 320,
-                            "description": "MP3 kbit/s (format mp3 only).",
-                        },
-                    },
+                    }
                 }
-            }
-        },
+            },
+        }
     }
-}
+
 
 ZIP_BODY: dict[str, Any] = {
     "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
@@ -288,6 +260,15 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
             checks[name] = "ok"
         return Ready(status="ready", checks=checks)
 
+    @app.get(
+        "/models",
+        response_model=ModelList,
+        tags=["models"],
+        summary="The models this deployment serves, their stems, and the default",
+    )
+    async def models() -> ModelList:
+        return ModelList.of(settings.models)
+
     @app.get("/metrics", response_class=PlainTextResponse, tags=["health"], summary="Prometheus")
     async def metrics_endpoint() -> PlainTextResponse:
         return PlainTextResponse(
@@ -298,7 +279,7 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
         "/upload",
         response_model=UploadResponse,
         responses=_errors(413, 415, 422, 503),
-        openapi_extra=UPLOAD_BODY,
+        openapi_extra=upload_body(settings),
         tags=["jobs"],
         summary="Upload a song; its separation starts in the background",
     )
@@ -375,10 +356,16 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
                         raise ApiError(422, "file: send one file per upload")
                     filename = clean_filename(event.filename)
                     try:  # the options sent before the file, before storing anything
-                        parse_request(fields)
+                        parse_request(fields, settings.models, settings.limits)
                     except OptionError as exc:
                         if not exc.later_fields_may_fix:
                             raise
+                    model = fields.get("model", "").strip() or settings.models.default
+                    problem = await _in_thread(backend.model_problem, model)
+                    if problem:
+                        raise ApiError(
+                            503, f"model {model}: {problem}; nothing was stored", "no_weights"
+                        )
                 elif isinstance(event, FileData):
                     size += len(event.data)
                     if size > limit:
@@ -414,7 +401,7 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
                 raise ApiError(422, "file: field required (send the song as the 'file' field)")
             if not file_done:
                 raise ApiError(422, "file: the upload ended before the file did", "incomplete")
-            separation = parse_request(fields)
+            separation = parse_request(fields, settings.models, settings.limits)
             assert writer is not None
             stored = await _in_thread(writer.commit)
             committed = True

@@ -3,22 +3,35 @@
 import argparse
 import datetime
 import importlib.util
+import json
 import logging
 import os
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from stemkube_api.options import DEFAULT_MODEL, MODELS
+from stemkube_contract.models import (
+    DEFAULT_MODEL,
+    MODELS_ENV,
+    PRETRAINED,
+    Catalog,
+    Model,
+    ModelsError,
+    parse_catalog,
+)
 
 if TYPE_CHECKING:
     from stemkube_api.local.settings import LocalSettings
 
-LOCAL_FLAGS = ("data_dir", "workers", "model", "model_repo", "ttl")
+LOCAL_FLAGS = ("data_dir", "workers", "model", "models", "model_repo", "ttl")
+DESCRIBE_TIMEOUT = 300.0
+# (folder) -> the models in it, with their sources
+Discover = Callable[[Path], list[Model]]
 
 
 class CliError(Exception):
@@ -55,8 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     local.add_argument(
         "--model",
-        choices=MODELS,
-        help=f"model of uploads that name none (env STEMKUBE_MODEL; default {DEFAULT_MODEL})",
+        help="model of uploads that name none (env STEMKUBE_MODEL; default htdemucs if served, "
+        "else the first model served)",
+    )
+    local.add_argument(
+        "--models",
+        type=Path,
+        help=f"a JSON file declaring the models served (env {MODELS_ENV}, the JSON itself): "
+        '{"default": NAME, "models": [{"name", "sources", "repo"?}]}; default: the models in '
+        "--model-repo, else the pretrained Demucs models",
     )
     local.add_argument(
         "--model-repo",
@@ -83,7 +103,67 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
         raise CliError(f"{name} must be a whole number, not {raw!r}") from None
 
 
-def local_settings(args: argparse.Namespace, env: Mapping[str, str]) -> "LocalSettings":
+def discover_models(folder: Path) -> list[Model]:
+    """The models in a folder of weights, as the separator loads them (a child process: the
+    API process does not import torch)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stemkube_separator.describe", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=DESCRIBE_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise CliError(f"--model-repo {folder}: cannot read its models: {done.stderr.strip()}")
+    found = parse_catalog(done.stdout) if json.loads(done.stdout)["models"] else None
+    return list(found.models) if found else []
+
+
+def _as_pretrained(model: Model) -> Model:
+    """A folder's model under a pretrained name (a stand-in, or the real weights) is listed as
+    the pretrained one is: its description, its stems in the usual order."""
+    known = {m.name: m for m in PRETRAINED}.get(model.name)
+    if known is None or set(known.sources) != set(model.sources):
+        return model
+    return replace(model, sources=known.sources, description=known.description)
+
+
+def _catalog(
+    args: argparse.Namespace, env: Mapping[str, str], repo: Path | None, discover: Discover
+) -> Catalog:
+    """Declared (--models, $STEMKUBE_MODELS), else the models in --model-repo, else the
+    pretrained Demucs models; the default: --model, $STEMKUBE_MODEL, the declaration's own."""
+    try:
+        if args.models is not None:
+            catalog = parse_catalog(args.models.read_text())
+        elif env.get(MODELS_ENV):
+            catalog = parse_catalog(env[MODELS_ENV])
+        elif repo is not None:
+            found = [_as_pretrained(m) for m in discover(repo)]
+            if not found:
+                raise CliError(f"--model-repo {repo}: no model in it (<name>.yaml, <sig>.th)")
+            names = [m.name for m in found]
+            catalog = Catalog(tuple(found), DEFAULT_MODEL if DEFAULT_MODEL in names else names[0])
+        else:
+            catalog = Catalog()
+    except OSError as exc:
+        raise CliError(f"--models {args.models}: {exc}") from None
+    except ModelsError as exc:
+        raise CliError(f"{'--models' if args.models else MODELS_ENV}: {exc}") from None
+    chosen = args.model or env.get("STEMKUBE_MODEL")
+    if chosen:
+        if catalog.get(chosen) is None:
+            where = "--model" if args.model else "STEMKUBE_MODEL"
+            raise CliError(
+                f"{where}: {chosen!r} is not one of the models served: {', '.join(catalog.names)}"
+            )
+        catalog = catalog.with_default(chosen)
+    return catalog
+
+
+def local_settings(
+    args: argparse.Namespace, env: Mapping[str, str], discover: Discover = discover_models
+) -> "LocalSettings":
     from stemkube_api.local.settings import (
         DEFAULT_TTL_SECONDS,
         LocalSettings,
@@ -102,13 +182,11 @@ def local_settings(args: argparse.Namespace, env: Mapping[str, str]) -> "LocalSe
     workers = workers if workers is not None else max(1, len(gpus))
     if workers < 1:
         raise CliError(f"--workers must be at least 1, not {workers}")
-    model = args.model or env.get("STEMKUBE_MODEL") or DEFAULT_MODEL
-    if model not in MODELS:
-        raise CliError(f"STEMKUBE_MODEL: {model!r} is not one of {', '.join(MODELS)}")
     repo_text = args.model_repo or env.get("STEMKUBE_MODEL_REPO") or None
     repo = Path(repo_text).resolve() if repo_text else None
     if repo is not None and not repo.is_dir():
         raise CliError(f"--model-repo {repo}: no such folder")
+    models = _catalog(args, env, repo, discover)
     ttl_seconds = args.ttl
     if ttl_seconds is None:
         ttl_seconds = _env_int(env, "STEMKUBE_TTL_SECONDS_AFTER_FINISHED") or DEFAULT_TTL_SECONDS
@@ -119,7 +197,7 @@ def local_settings(args: argparse.Namespace, env: Mapping[str, str]) -> "LocalSe
     return LocalSettings(
         data_dir=data_dir,
         workers=workers,
-        model=model,
+        models=models,
         model_repo=repo,
         ttl=ttl,
         expiry_interval=expiry_interval(env, ttl),
@@ -142,7 +220,7 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     except (OSError, SchemaError) as exc:
         raise CliError(f"--data-dir {settings.data_dir}: {exc}") from None
     # MAX_FILE_SIZE applies as in Kubernetes mode; local files have no presigned URLs.
-    api_settings = replace(load_settings(env), presigned_downloads=False)
+    api_settings = replace(load_settings(env), presigned_downloads=False, models=settings.models)
     return create_app(api_settings, backend, store)
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any, NoReturn
 import httpx
 
 from stemkube_api import __version__
+from stemkube_contract import options as catalogue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://localhost:8000"
@@ -239,12 +240,9 @@ def download(
 
 
 def _fields(args: argparse.Namespace) -> dict[str, str]:
-    fields = {}
-    for name in ("model", "format", "stems", "two_stems", "bitrate"):
-        value = getattr(args, name, None)
-        if value is not None:
-            fields[name] = str(value)
-    return fields
+    """The options given on the command line, as the upload form's fields."""
+    given = catalogue.from_namespace(args, given_only=True)
+    return {name: catalogue.BY_NAME[name].text(value) for name, value in given.items()}
 
 
 def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
@@ -359,12 +357,9 @@ def _parser() -> argparse.ArgumentParser:
     separate.add_argument(
         "-o", "--output", help="where to save the ZIP (default: <song>_stems.zip here)"
     )
-    separate.add_argument("--model", help="Demucs model (default htdemucs)")
-    separate.add_argument("--format", choices=("mp3", "wav", "flac"), help="default mp3")
-    which = separate.add_mutually_exclusive_group()
-    which.add_argument("--stems", help="comma-separated stems to keep, e.g. vocals,drums")
-    which.add_argument("--two-stems", dest="two_stems", metavar="STEM", help="STEM and no_STEM")
-    separate.add_argument("--bitrate", type=int, help="MP3 kbit/s (default 320)")
+    # The separation options, as the server's catalogue states them; the server's own
+    # defaults apply to what is not given.
+    catalogue.add_arguments(separate.add_argument_group("separation options"), defaults=False)
     separate.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between status checks"
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stemkube_api.jobs import JobPage, JobRecord
-from stemkube_api.options import SeparationRequest
+from stemkube_contract.options import Options
 
 
 class UnavailableError(RuntimeError):
@@ -82,7 +82,7 @@ class ObjectStore(Protocol):
 @dataclass(frozen=True)
 class NewJob:
     job_id: str
-    request: SeparationRequest
+    request: Options  # the options given (validated); the defaults stay implicit
     input_key: str
     filename: str
 
@@ -108,4 +108,8 @@ class JobBackend(Protocol):
 
     def check(self) -> None:
         """Raises UnavailableError unless the backend can serve."""
+        ...
+
+    def model_problem(self, model: str) -> str | None:
+        """Why a job of ``model`` could not run here now (no weights...), or None."""
         ...

@@ -13,45 +13,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from stemkube_api.options import DEFAULT_BITRATE, output_stems
 from stemkube_api.sniff import EXTENSIONS
+from stemkube_contract import keys
+from stemkube_contract import options as catalogue
+from stemkube_contract.keys import result_key, valid_job_id
+from stemkube_contract.models import Catalog
+from stemkube_contract.options import Options
+from stemkube_contract.resource import (
+    CREATED_AT_ANNOTATION,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_PROCESSING,
+    STATUSES,
+    status_of,
+)
+from stemkube_contract.timefmt import parse_time, precise_stamp
 
-PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
-STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED)
-PHASE_TO_STATUS = {
-    "Pending": PENDING,
-    "Running": PROCESSING,
-    "Completed": COMPLETED,
-    "Failed": FAILED,
-}
+PENDING, PROCESSING, COMPLETED, FAILED = (
+    STATUS_PENDING,
+    STATUS_PROCESSING,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+)
+__all__ = ["CREATED_AT_ANNOTATION", "STATUSES", "result_key", "status_of", "valid_job_id"]
 STEM_MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
-
-# A Kubernetes object name (DNS subdomain): anything else is no job of ours.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
-def status_of(phase: str | None) -> str:
-    """SeparationJob phase -> the REST API's word. No phase yet: the operator has not seen it."""
-    return PHASE_TO_STATUS.get(phase or "Pending", PENDING)
-
-
-def valid_job_id(job_id: str) -> bool:
-    return bool(_NAME.match(job_id))
 
 
 def input_key(job_id: str, extension: str) -> str:
     """Where an upload is stored: the job id and an extension from the sniffer's allow-list."""
-    if not valid_job_id(job_id):
-        raise ValueError(f"not a job id: {job_id!r}")
     if extension not in EXTENSIONS:
         raise ValueError(f"not an allowed extension: {extension!r}")
-    return f"inputs/{job_id}/input.{extension}"
-
-
-def result_key(job_id: str) -> str:
-    if not valid_job_id(job_id):
-        raise ValueError(f"not a job id: {job_id!r}")
-    return f"results/{job_id}.zip"
+    return keys.input_key(job_id, extension)
 
 
 def clean_filename(name: str | None) -> str:
@@ -95,17 +88,8 @@ def content_disposition(filename: str) -> str:
     return header
 
 
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-CREATED_AT_ANNOTATION = "stemkube.io/created-at"
-
-
 def created_stamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return precise_stamp(moment)
 
 
 def _parse_precise(annotations: dict[str, str]) -> datetime.datetime | None:
@@ -122,13 +106,10 @@ class JobRecord:
     filename: str
     created_at: datetime.datetime
     progress: int
-    model: str
-    format: str
+    options: Options  # every option, defaults filled in
     stems: list[str]
     input_key: str
     result_key: str
-    bitrate: int | None = None
-    two_stems: str | None = None
     started_at: datetime.datetime | None = None
     completed_at: datetime.datetime | None = None
     duration: str | None = None
@@ -137,20 +118,55 @@ class JobRecord:
     result_size: int | None = None
 
     @property
+    def model(self) -> str:
+        return str(self.options["model"])
+
+    @property
+    def format(self) -> str:
+        return str(self.options["format"])
+
+    @property
+    def bitrate(self) -> int | None:
+        value = self.options.get("bitrate")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def two_stems(self) -> str | None:
+        value = self.options.get("two_stems")
+        return str(value) if value else None
+
+    @property
     def error(self) -> str | None:
         if self.status != FAILED:
             return None
         return self.message or self.reason or "the separation failed"
 
 
-def record_from_cr(cr: dict[str, Any]) -> JobRecord:
+def options_of(spec: dict[str, Any], models: Catalog) -> Options:
+    """A spec's options with the defaults filled in; what no longer reads as an option (a CR
+    written by hand, a field of an older version) is left to its default."""
+    given: Options = {}
+    for option in catalogue.CATALOGUE:
+        if option.cr in spec:
+            try:
+                given[option.name] = option.check(spec[option.cr])
+            except catalogue.OptionError:
+                continue
+    return catalogue.effective(given, models)
+
+
+def stems_for(options: Options, models: Catalog) -> list[str]:
+    model = models.get(str(options["model"]))
+    return catalogue.stems_of(options, model.sources if model else ())
+
+
+def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobRecord:
+    models = models or Catalog()
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     status = cr.get("status") or {}
     result = status.get("result") or {}
-    model = spec.get("model") or "htdemucs"
-    fmt = spec.get("format") or "mp3"
-    stems = spec.get("stems")
+    options = options_of(spec, models)
     word = status_of(status.get("phase"))
     # The API's own stamp has microseconds (creationTimestamp only seconds): it orders jobs
     # uploaded within one second.
@@ -167,11 +183,8 @@ def record_from_cr(cr: dict[str, Any]) -> JobRecord:
         filename=input_ref.get("filename") or input_ref.get("key", "").rsplit("/", 1)[-1],
         created_at=created,
         progress=int(status.get("progress") or (100 if word == COMPLETED else 0)),
-        model=model,
-        format=fmt,
-        bitrate=(spec.get("bitrate") or DEFAULT_BITRATE) if fmt == "mp3" else None,
-        stems=list(result.get("stems") or output_stems(model, stems, spec.get("twoStems"))),
-        two_stems=spec.get("twoStems"),
+        options=options,
+        stems=list(result.get("stems") or stems_for(options, models)),
         started_at=parse_time(status.get("startTime")),
         completed_at=parse_time(status.get("completionTime")),
         duration=status.get("duration"),

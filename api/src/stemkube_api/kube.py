@@ -28,14 +28,25 @@ from stemkube_api.jobs import (
     created_stamp,
     paginate,
     record_from_cr,
+    result_key,
     valid_job_id,
 )
 from stemkube_api.settings import Settings
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog
+from stemkube_contract.resource import (
+    API_CREATOR,
+    API_VERSION,
+    APP_NAME,
+    APP_NAME_LABEL,
+    CREATED_BY_LABEL,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL, KIND = "stemkube.io", "v1alpha1", "separationjobs", "SeparationJob"
-CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 WATCH_SECONDS = 240  # the server ends each watch after this; we start the next one
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
 KUBE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
@@ -49,34 +60,24 @@ def api_client(settings: Settings) -> client.ApiClient:
     return client.ApiClient()
 
 
-def manifest(job: NewJob, namespace: str, bucket: str, result_key: str) -> dict[str, Any]:
-    """The SeparationJob for a new job: options the user left out stay out (the CRD's defaults
-    apply)."""
-    request = job.request
+def manifest(
+    job: NewJob, namespace: str, bucket: str, output_key: str, models: Catalog
+) -> dict[str, Any]:
+    """The SeparationJob for a new job: the options the user gave, and the model always (the
+    deployment's default is the API's to apply); the CRD's defaults apply to the rest."""
+    options = {"model": models.default, **job.request}
     spec: dict[str, Any] = {
         "input": {"bucket": bucket, "key": job.input_key, "filename": job.filename},
-        "output": {"bucket": bucket, "key": result_key},
+        "output": {"bucket": bucket, "key": output_key},
+        **catalogue.to_spec(options),
     }
-    if request.model:
-        spec["model"] = request.model
-    if request.stems:
-        spec["stems"] = list(request.stems)
-    if request.two_stems:
-        spec["twoStems"] = request.two_stems
-    if request.format:
-        spec["format"] = request.format
-    if request.bitrate is not None:
-        spec["bitrate"] = request.bitrate
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
             "name": job.job_id,
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "stemkube",
-                CREATED_BY_LABEL: "stemkube-api",
-            },
+            "labels": {APP_NAME_LABEL: APP_NAME, CREATED_BY_LABEL: API_CREATOR},
             "annotations": {
                 CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))
             },
@@ -262,7 +263,9 @@ class KubernetesBackend:
         watch_api: client.ApiClient,
         namespace: str,
         bucket: str,
+        models: Catalog | None = None,
     ) -> None:
+        self.models = models or Catalog()
         self._objects = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.bucket = bucket
@@ -270,7 +273,13 @@ class KubernetesBackend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubernetesBackend":
-        return cls(api_client(settings), api_client(settings), settings.namespace, settings.bucket)
+        return cls(
+            api_client(settings),
+            api_client(settings),
+            settings.namespace,
+            settings.bucket,
+            settings.models,
+        )
 
     def start(self) -> None:
         self.cache.start()
@@ -279,9 +288,7 @@ class KubernetesBackend:
         self.cache.stop()
 
     def create(self, job: NewJob) -> JobRecord:
-        from stemkube_api.jobs import result_key
-
-        body = manifest(job, self.namespace, self.bucket, result_key(job.job_id))
+        body = manifest(job, self.namespace, self.bucket, result_key(job.job_id), self.models)
         try:
             created: dict[str, Any] = self._objects.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
@@ -289,7 +296,7 @@ class KubernetesBackend:
         except KUBE_ERRORS as exc:
             raise UnavailableError(f"cannot create the SeparationJob: {_explain(exc)}") from exc
         self.cache.put(created)
-        return record_from_cr(created)
+        return record_from_cr(created, self.models)
 
     def _read(self, job_id: str) -> dict[str, Any] | None:
         try:
@@ -315,7 +322,7 @@ class KubernetesBackend:
             if cr is None:
                 return None
             self.cache.put(cr)
-        return record_from_cr(cr) if _visible(cr) else None
+        return record_from_cr(cr, self.models) if _visible(cr) else None
 
     def list(
         self, status: str | None = None, limit: int | None = None, cursor: str | None = None
@@ -324,7 +331,7 @@ class KubernetesBackend:
             raise UnavailableError(
                 f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
             )
-        records = [record_from_cr(cr) for cr in self.cache.all() if _visible(cr)]
+        records = [record_from_cr(cr, self.models) for cr in self.cache.all() if _visible(cr)]
         return paginate(records, status, limit, cursor)
 
     def delete(self, job_id: str) -> bool:
@@ -349,6 +356,11 @@ class KubernetesBackend:
             raise UnavailableError(f"cannot delete the SeparationJob: {_explain(exc)}") from exc
         self.cache.mark_deleted(job_id)
         return True
+
+    def model_problem(self, model: str) -> str | None:
+        # The weights are the separator pods' concern (image or model cache claim): a missing
+        # model fails its SeparationJob with reason ModelNotFound.
+        return None
 
     def check(self) -> None:
         if not self.cache.synced.is_set():

@@ -1,11 +1,12 @@
 """The REST API's request and response bodies, as OpenAPI shows them."""
 
 import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from stemkube_api.jobs import JobRecord
+from stemkube_contract.models import Catalog
 
 Status = Literal["pending", "processing", "completed", "failed"]
 
@@ -53,6 +54,10 @@ class JobStatus(BaseModel):
     bitrate: int | None = Field(None, description="MP3 kbit/s (mp3 only).")
     stems: list[str] = Field(description="The stems the ZIP holds (or will hold).")
     two_stems: str | None = None
+    options: dict[str, Any] = Field(
+        description="Every separation option of the job, defaults filled in (GET /models and "
+        "the upload's schema list them)."
+    )
     size: int | None = Field(None, description="Bytes of the result ZIP, once completed.")
     download_url: str | None = Field(None, description="Where to get the ZIP, once completed.")
 
@@ -76,6 +81,7 @@ class JobStatus(BaseModel):
             bitrate=record.bitrate,
             stems=record.stems,
             two_stems=record.two_stems,
+            options={k: list(v) if isinstance(v, tuple) else v for k, v in record.options.items()},
             size=record.result_size if done else None,
             download_url=f"/download/{record.job_id}" if done else None,
         )
@@ -93,3 +99,30 @@ class Deleted(BaseModel):
     job_id: str
     deleted: Literal[True]
     message: str
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(examples=["htdemucs"])
+    stems: list[str] = Field(description="The stems it gives (its sources).")
+    default: bool = Field(description="Used when an upload names no model.")
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    default: str = Field(description="The model of uploads that name none.")
+    models: list[ModelInfo]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> "ModelList":
+        return cls(
+            default=catalog.default,
+            models=[
+                ModelInfo(
+                    name=m.name,
+                    stems=list(m.sources),
+                    default=m.name == catalog.default,
+                    description=m.description,
+                )
+                for m in catalog.models
+            ],
+        )

@@ -3,9 +3,11 @@
 import datetime
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stemkube_api.sizes import format_size, parse_size
+from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
+from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
 
 DEFAULT_MAX_FILE_SIZE = "500MB"
 TRUE = ("1", "true", "yes", "on")
@@ -31,6 +33,10 @@ class Settings:
     region: str | None = None
     ca_bundle: str | None = None
     kubeconfig: str | None = None  # None: in-cluster
+    # The models this deployment serves and its limits on the costly options (the chart sets
+    # both for the API and the operator from the same values).
+    models: Catalog = field(default_factory=Catalog)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def max_file_size_text(self) -> str:
@@ -61,7 +67,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     if not 1 <= expiry <= 7 * 86400:
         raise SettingsError("STEMKUBE_PRESIGN_EXPIRY_SECONDS must be between 1 and 604800")
+    try:
+        models = catalog_from_env(env)
+    except ModelsError as exc:
+        raise SettingsError(f"models: {exc}") from None
+    try:
+        limits = parse_limits(env.get(LIMITS_ENV, ""))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
+        models=models,
+        limits=limits,
         namespace=env.get("STEMKUBE_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
         bucket=env.get("STEMKUBE_BUCKET") or "stemkube",
         max_file_size=max_size,

@@ -64,3 +64,17 @@ capabilities: {drop: [ALL]}
 {{- define "stemkube.watchAll" -}}
 {{- if has "*" .Values.operator.watchNamespaces -}}true{{- end -}}
 {{- end -}}
+
+{{/* The models served and the option limits: one declaration, given to the API and the operator. */}}
+{{- define "stemkube.catalogEnv" -}}
+{{- if .Values.models }}
+- name: STEMKUBE_MODELS
+  value: {{ dict "default" (.Values.defaultModel | default (first .Values.models).name) "models" .Values.models | toJson | quote }}
+{{- end }}
+{{- with .Values.defaultModel }}
+- name: STEMKUBE_MODEL
+  value: {{ . | quote }}
+{{- end }}
+- name: STEMKUBE_LIMITS
+  value: {{ .Values.limits | default dict | toJson | quote }}
+{{- end -}}

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
+from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
+
 
 class ConfigError(ValueError):
     pass
@@ -36,6 +39,9 @@ class OperatorConfig:
     # Where the separator finds models in Demucs's local-repo format (--model-repo): a path in
     # the image (weights baked in) or /models with the cache claim. None: the Demucs hub/cache.
     model_repo: str | None = None
+    # The models this deployment serves, and its limits on the costly options.
+    models: Catalog = field(default_factory=Catalog)
+    limits: Limits = field(default_factory=Limits)
     backoff_limit: int = 3
     active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 86400
@@ -74,6 +80,20 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _models(env: Mapping[str, str]) -> Catalog:
+    try:
+        return catalog_from_env(env)
+    except ModelsError as exc:
+        raise ConfigError(f"models: {exc}") from None
+
+
+def _limits(env: Mapping[str, str]) -> Limits:
+    try:
+        return parse_limits(env.get(LIMITS_ENV, ""))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     env = os.environ if env is None else env
     defaults = OperatorConfig()
@@ -99,6 +119,8 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         model_cache_claim=env.get("STEMKUBE_MODEL_CACHE_CLAIM") or None,
         model_repo=env.get("STEMKUBE_MODEL_REPO")
         or ("/models" if env.get("STEMKUBE_MODEL_CACHE_CLAIM") else None),
+        models=_models(env),
+        limits=_limits(env),
         backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
         active_deadline_seconds=_int(
             env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1

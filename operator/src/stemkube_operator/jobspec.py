@@ -2,12 +2,12 @@
 
 from typing import Any
 
+from stemkube_contract import exitcodes
+from stemkube_contract import options as catalogue
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.resource import (
     API_VERSION,
     CONTAINER,
-    EXIT_INVALID_INPUT,
-    EXIT_USAGE,
     KIND,
     MANAGED_BY,
     NAME_ANNOTATION,
@@ -17,37 +17,29 @@ from stemkube_operator.resource import (
 )
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-DEFAULT_BITRATE = 320
 RUN_AS = 10001  # the separator image's non-root user
 MODEL_MOUNT = "/models"  # where the model weights cache volume is mounted
 
 
 def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
-    """The separator's command line (after its entrypoint) for this SeparationJob."""
+    """The separator's command line (after its entrypoint) for this SeparationJob: the objects,
+    every option (the contract's flags, defaults filled in), progress and where the weights
+    are."""
     spec = cr["spec"]
     meta = cr["metadata"]
     source, target = spec["input"], spec["output"]
-    fmt = spec.get("format", "mp3")
+    options = catalogue.from_spec(spec)
     args = [
         f"s3://{source['bucket']}/{source['key']}",
         f"s3://{target['bucket']}/{target['key']}",
-        f"--model={spec.get('model', 'htdemucs')}",
-        f"--format={fmt}",
-        f"--shifts={spec.get('shifts', 1)}",
-        f"--overlap={spec.get('overlap', 0.25)}",
+        *catalogue.separator_args(options, config.models),
         f"--progress-cr={meta['namespace']}/{meta['name']}",
         f"--job-id={meta['name']}",
     ]
-    if spec.get("twoStems"):
-        args.append(f"--two-stems={spec['twoStems']}")
-    elif spec.get("stems"):
-        args.append(f"--stems={','.join(spec['stems'])}")
-    if fmt == "mp3":
-        args.append(f"--bitrate={spec.get('bitrate', DEFAULT_BITRATE)}")
-    if fmt == "wav" and spec.get("wavDepth"):
-        args.append(f"--wav-depth={spec['wavDepth']}")
-    if config.model_repo:
-        args.append(f"--model-repo={config.model_repo}")
+    model = config.models.get(str(options.get("model", config.models.default)))
+    repo = (model.repo if model else None) or config.model_repo
+    if repo:
+        args.append(f"--model-repo={repo}")
     return args
 
 
@@ -177,7 +169,7 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [EXIT_USAGE, EXIT_INVALID_INPUT],
+                        "values": list(exitcodes.FINAL_CODES),
                     },
                 },
                 # Preemption, node drain, eviction: not the separation's fault.

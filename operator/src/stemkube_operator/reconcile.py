@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemkube_operator import metrics
+from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.jobspec import build_job
 from stemkube_operator.kube import Kube
@@ -89,7 +90,10 @@ def reconcile(
         return
     queued_ahead = None
     just_created = False
+    refused = None
     if job is None:
+        refused = refusal(cr["spec"], rt.config.models, rt.config.limits)
+    if job is None and refused is None:
         with rt.admission:
             entries = [entry_of(other, rt.admitted) for other in everyone()]
             queued_ahead = queue_position(uid, entries, rt.config.max_running)
@@ -110,7 +114,8 @@ def reconcile(
         output = cr["spec"]["output"]
         result_size = rt.storage.size(output["bucket"], output["key"])
     now = datetime.datetime.now(datetime.UTC)
-    patch = desired_status(cr, Observed(job, pods, queued_ahead, result_size), now)
+    observed = Observed(job, pods, queued_ahead, result_size, refused)
+    patch = desired_status(cr, observed, now, rt.config.models)
     delta = changed_fields(old, patch)
     if not delta:
         return

@@ -9,13 +9,14 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_operator.resource import CONTAINER, EXIT_INVALID_INPUT, EXIT_TRANSIENT, EXIT_USAGE
+from stemkube_contract import exitcodes
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog
+from stemkube_contract.resource import COMPLETED, CONTAINER, FAILED, PENDING, RUNNING, TERMINAL
+from stemkube_contract.timefmt import human_duration, parse_time, rfc3339
 
-PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
-TERMINAL = (COMPLETED, FAILED)
+__all__ = ["COMPLETED", "FAILED", "PENDING", "RUNNING", "TERMINAL", "human_duration", "parse_time"]
 
-FOUR_STEMS = ("vocals", "drums", "bass", "other")
-MODEL_STEMS = {"htdemucs_6s": (*FOUR_STEMS, "guitar", "piano")}
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 
 
@@ -28,36 +29,14 @@ class Observed:
     # None: the job may run (no limit, or a slot is free); n: n separations are ahead of it.
     queued_ahead: int | None = None
     result_size: int | None = None
+    # (reason, message) when admission refused the spec: it fails without a Job.
+    refused: tuple[str, str] | None = None
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def human_duration(seconds: float) -> str:
-    """Like kubectl's: 45s, 3m12s, 2h5m."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def output_stems(spec: dict[str, Any]) -> list[str]:
-    if spec.get("twoStems"):
-        return [spec["twoStems"], f"no_{spec['twoStems']}"]
-    if spec.get("stems"):
-        return list(spec["stems"])
-    return list(MODEL_STEMS.get(spec.get("model", "htdemucs"), FOUR_STEMS))
+def output_stems(spec: dict[str, Any], models: Catalog) -> list[str]:
+    options = catalogue.effective(catalogue.from_spec(spec), models)
+    model = models.get(str(options["model"]))
+    return catalogue.stems_of(options, model.sources if model else ())
 
 
 def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -122,23 +101,15 @@ def failure(
         return "DeadlineExceeded", f"{message}; last error: {said}" if said else message
     if terminated is None:
         return job_reason, job_failed.get("message") or "the separation Job failed"
-    code = terminated.get("exitCode")
-    if code == EXIT_INVALID_INPUT:
-        return "InvalidInput", said or "the input file could not be read as audio"
-    if code == EXIT_USAGE:
-        return "InvalidArguments", said or "the separator refused its arguments"
-    if terminated.get("reason") == "OOMKilled":
+    code = int(terminated.get("exitCode") or 0)
+    meaning = exitcodes.meaning(code)
+    if terminated.get("reason") == "OOMKilled" and meaning.retryable:
         return "OutOfMemory", (
             f"the separator ran out of memory after {attempts} attempt(s); "
             "raise the separator's memory limit or use a shorter --segment"
         )
-    if code == EXIT_TRANSIENT:
-        return (
-            "TransientError",
-            f"failed {attempts} time(s); last error: {said or 'storage or network'}",
-        )
-    detail = said or f"exit code {code}"
-    return "SeparatorError", f"failed {attempts} time(s); last error: {detail}"
+    failed = exitcodes.failure(code, said, attempts)
+    return failed.reason, failed.message
 
 
 def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
@@ -163,6 +134,8 @@ def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
 
 def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, str, str]:
     job = observed.job
+    if job is None and observed.refused is not None:
+        return FAILED, *observed.refused
     if job is None:
         if observed.queued_ahead is not None:
             ahead = observed.queued_ahead
@@ -240,7 +213,7 @@ def _conditions(
 
 
 def desired_status(
-    cr: dict[str, Any], observed: Observed, now: datetime.datetime
+    cr: dict[str, Any], observed: Observed, now: datetime.datetime, models: Catalog | None = None
 ) -> dict[str, Any]:
     """The status fields the operator owns, as a merge patch. ``progress`` while running belongs
     to the separator and is left out; a finished status never changes again."""
@@ -282,7 +255,7 @@ def desired_status(
         status["result"] = {
             "bucket": spec["output"]["bucket"],
             "key": spec["output"]["key"],
-            "stems": output_stems(spec),
+            "stems": output_stems(spec, models or Catalog()),
         }
         if observed.result_size is not None:
             status["result"]["size"] = observed.result_size

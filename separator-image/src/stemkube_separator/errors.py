@@ -23,3 +23,10 @@ class TransientError(SeparatorError):
     """Storage, network or device trouble: a later try may succeed."""
 
     exit_code = exitcodes.TRANSIENT
+
+
+class ModelNotFoundError(SeparatorError):
+    """The model named is not in the weights folder (or the hub): a deployment's configuration
+    problem, not the song's. Never retried."""
+
+    exit_code = exitcodes.MODEL_NOT_FOUND

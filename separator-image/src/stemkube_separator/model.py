@@ -12,7 +12,12 @@ from demucs.htdemucs import HTDemucs
 from demucs.pretrained import get_model
 from demucs.repo import ModelLoadingError
 
-from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
+from stemkube_separator.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    TransientError,
+    UsageError,
+)
 from stemkube_separator.options import Device
 
 log = logging.getLogger(__name__)
@@ -31,7 +36,8 @@ def load(name: str, repo: str | None) -> AnyModel:
     try:
         model = get_model(name, repo=repo_path)
     except ModelLoadingError as exc:
-        raise InvalidInputError(f"unknown model {name!r}: {exc}") from None
+        where = f"the model folder {repo}" if repo is not None else "the Demucs hub"
+        raise ModelNotFoundError(f"model {name!r} is not in {where}: {exc}") from None
     except OSError as exc:  # the hub or the download site unreachable, a full cache disk
         raise TransientError(f"could not fetch model {name!r}: {exc}") from exc
     model.eval()

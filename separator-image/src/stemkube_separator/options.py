@@ -1,26 +1,38 @@
-"""The command line: parsing and checking it, with no I/O beyond reading the environment."""
+"""The command line: parsing and checking it, with no I/O beyond reading the environment.
+
+The separation options (model, stems, format, bitrate, shifts...) come from the contract's
+catalogue: their flags, types, allowed values, defaults and the rules between them are stated
+there once. What is only the program's own (where the model weights are, the device, progress,
+limits) is declared here."""
 
 import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, cast
+
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import DEFAULT_MODEL, Catalog
 
 Format = Literal["mp3", "wav", "flac"]
 Depth = Literal["16", "24", "32f"]
 Device = Literal["auto", "cpu", "cuda"]
 
-DEFAULT_MODEL = "htdemucs"
 DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_DURATION_ENV = "STEMKUBE_MAX_DURATION"
 TERMINATION_LOG_ENV = "STEMKUBE_TERMINATION_LOG"
-# LAME's range of constant bitrates for 44.1 kHz stereo.
-MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 # LAME's -q (0 slowest and best ... 9 fastest): 5 keeps its psychoacoustic model and noise
 # shaping and encodes 25% faster than LAME's own default of 3 (bench/README.md); at a
 # constant bitrate the file size is the same whatever the setting.
 DEFAULT_MP3_QUALITY = 5
+
+_DEFAULTS = catalogue.effective({}, Catalog())
+_FORMAT = cast(Format, _DEFAULTS["format"])
+_BITRATE = cast(int, _DEFAULTS["bitrate"])
+_DEPTH = cast(Depth, catalogue.BY_NAME["wav_depth"].default)
+_SHIFTS = cast(int, _DEFAULTS["shifts"])
+_OVERLAP = cast(float, _DEFAULTS["overlap"])
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,12 @@ class Options:
     model_repo: str | None = None
     stems: tuple[str, ...] | None = None  # None: every stem the model has
     two_stems: str | None = None
-    format: Format = "mp3"
-    bitrate: int = 320  # kbit/s, MP3 only
+    format: Format = _FORMAT
+    bitrate: int = _BITRATE  # kbit/s, MP3 only
     mp3_quality: int = DEFAULT_MP3_QUALITY  # LAME -q, MP3 only
-    wav_depth: Depth = "16"  # WAV and FLAC
-    shifts: int = 1
-    overlap: float = 0.25
+    wav_depth: Depth = _DEPTH  # WAV and FLAC
+    shifts: int = _SHIFTS
+    overlap: float = _OVERLAP
     segment: float | None = None  # seconds; None: the model's own
     device: Device = "auto"
     progress_cr: tuple[str, str] | None = None  # (namespace, name)
@@ -57,40 +69,10 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _stem_list(text: str) -> tuple[str, ...]:
-    stems = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not stems:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of stem names")
-    if len(set(stems)) != len(stems):
-        raise argparse.ArgumentTypeError(f"a stem is named twice in {text!r}")
-    return stems
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
-def _overlap(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _bitrate(text: str) -> int:
-    value = int(text)
-    if value not in MP3_BITRATES:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, MP3_BITRATES))}")
     return value
 
 
@@ -108,15 +90,10 @@ def build_parser(env: Mapping[str, str]) -> _Parser:
     )
     parser.add_argument("input", help="local path or s3://bucket/key of the song")
     parser.add_argument("output", help="local path or s3://bucket/key of the ZIP to write")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Demucs model name")
+    catalogue.add_arguments(parser, defaults=True, models=Catalog())
     parser.add_argument(
         "--model-repo", help="folder of models in Demucs's local-repo format (else: the hub)"
     )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--stems", type=_stem_list, help="comma-separated stems to keep")
-    which.add_argument("--two-stems", metavar="STEM", help="STEM and no_STEM (the rest)")
-    parser.add_argument("--format", choices=("mp3", "wav", "flac"), default="mp3")
-    parser.add_argument("--bitrate", type=_bitrate, default=320, help="MP3 kbit/s")
     parser.add_argument(
         "--mp3-quality",
         type=int,
@@ -125,11 +102,6 @@ def build_parser(env: Mapping[str, str]) -> _Parser:
         metavar="0-9",
         help=f"LAME -q: 0 slowest ... 9 fastest (default {DEFAULT_MP3_QUALITY})",
     )
-    parser.add_argument(
-        "--wav-depth", choices=("16", "24", "32f"), default="16", help="WAV/FLAC sample depth"
-    )
-    parser.add_argument("--shifts", type=_positive_int, default=1)
-    parser.add_argument("--overlap", type=_overlap, default=0.25)
     parser.add_argument("--segment", type=_positive_float, help="seconds per model segment")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     progress = parser.add_mutually_exclusive_group()
@@ -161,14 +133,22 @@ def termination_log_hint(argv: Sequence[str], env: Mapping[str, str]) -> str:
     return str(value)
 
 
+def _check_rules(parser: _Parser, ns: argparse.Namespace) -> None:
+    """The catalogue's rules between options (FLAC has no float samples...). An option that
+    does not apply to the format (a bitrate with WAV) is ignored, as its default would be."""
+    given = {k: v for k, v in catalogue.from_namespace(ns).items() if v is not None}
+    for rule in catalogue.RULES:
+        if not rule.not_applicable and not rule.holds(given):
+            parser.error(f"{catalogue.BY_NAME[rule.field].flag}: {rule.message}")
+
+
 def parse(
     argv: Sequence[str], env: Mapping[str, str] | None = None, parser: _Parser | None = None
 ) -> Options:
     env = os.environ if env is None else env
     parser = parser or build_parser(env)
     ns = parser.parse_args(list(argv))
-    if ns.format == "flac" and ns.wav_depth == "32f":
-        parser.error("--format flac stores integers: use --wav-depth 16 or 24")
+    _check_rules(parser, ns)
     job_id = ns.job_id or (ns.progress_cr[1] if ns.progress_cr else None)
     return Options(
         input=ns.input,

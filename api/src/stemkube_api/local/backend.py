@@ -9,6 +9,7 @@ from stemkube_api.local import rules
 from stemkube_api.local.records import JobTable
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
+from stemkube_api.local.weights import Weights
 from stemkube_api.local.workers import Workers, remove_files
 
 log = logging.getLogger(__name__)
@@ -24,37 +25,54 @@ class LocalBackend:
         settings.objects.mkdir(parents=True, exist_ok=True)
         self.table = JobTable(settings.database)
         self.workers = Workers(settings, self.table, store)
+        self.weights = Weights(settings.models, settings.model_repo)
 
     def start(self) -> None:
         self.workers.recover()
         self.workers.start()
+        default = self.settings.models.default
+        problem = self.weights.problem(default)
+        if problem:
+            log.warning("no weights for the default model: %s", problem)
         log.info(
-            "local mode: %d worker(s), data in %s, finished jobs kept %s",
+            "local mode: %d worker(s), data in %s, finished jobs kept %s; models %s "
+            "(default %s), weights from %s",
             self.settings.workers,
             self.settings.data_dir,
             self.settings.ttl,
+            ", ".join(self.settings.models.names),
+            default,
+            self.settings.model_repo or "the Demucs hub",
         )
+
+    def model_problem(self, model: str) -> str | None:
+        return self.weights.problem(model)
 
     def stop(self) -> None:
         self.workers.stop()
         self.table.close()
 
     def create(self, job: NewJob) -> JobRecord:
-        row = rules.new_row(job, self.settings.model, datetime.datetime.now(datetime.UTC))
+        row = rules.new_row(job, self.settings.models, datetime.datetime.now(datetime.UTC))
         self.table.insert(row)
         self.workers.wake()
-        return rules.record_of(row)
+        return rules.record_of(row, self.settings.models)
 
     def get(self, job_id: str) -> JobRecord | None:
         if not valid_job_id(job_id):
             return None
         row = self.table.get(job_id)
-        return rules.record_of(row) if row else None
+        return rules.record_of(row, self.settings.models) if row else None
 
     def list(
         self, status: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> JobPage:
-        return paginate([rules.record_of(r) for r in self.table.all()], status, limit, cursor)
+        return paginate(
+            [rules.record_of(r, self.settings.models) for r in self.table.all()],
+            status,
+            limit,
+            cursor,
+        )
 
     def delete(self, job_id: str) -> bool:
         if not valid_job_id(job_id):
@@ -73,3 +91,6 @@ class LocalBackend:
             raise UnavailableError(f"local: the job database does not answer: {exc}") from exc
         if not self.workers.alive():
             raise UnavailableError("local: the workers' loop is not running")
+        problem = self.weights.problem(self.settings.models.default)
+        if problem:
+            raise UnavailableError(f"weights: {problem}")

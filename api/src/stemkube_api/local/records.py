@@ -14,21 +14,19 @@ from typing import Any
 
 from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
 from stemkube_api.local.rules import JobRow
+from stemkube_contract import options as catalogue
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+# 1: one column per option; 2: the options as one JSON object (a new option needs no column).
+SCHEMA_VERSION = 2
+TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
     filename TEXT NOT NULL,
-    model TEXT NOT NULL,
-    format TEXT NOT NULL,
+    options TEXT NOT NULL,
     input_key TEXT NOT NULL,
     result_key TEXT NOT NULL,
     status TEXT NOT NULL,
-    stems TEXT,
-    two_stems TEXT,
-    bitrate INTEGER,
     progress INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     started_at TEXT,
@@ -37,9 +35,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT,
     result_size INTEGER,
     pid INTEGER
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+)
 """
+INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"
 COLUMNS = tuple(f.name for f in fields(JobRow))
 TIMES = ("created_at", "started_at", "completed_at")
 
@@ -54,7 +52,7 @@ def _to_db(row: JobRow) -> dict[str, Any]:
     for name in TIMES:
         moment = values[name]
         values[name] = _stamp(moment) if moment else None
-    values["stems"] = json.dumps(list(row.stems)) if row.stems else None
+    values["options"] = catalogue.to_json(row.options)
     return values
 
 
@@ -62,8 +60,41 @@ def _from_db(values: sqlite3.Row) -> JobRow:
     data: dict[str, Any] = dict(zip(values.keys(), tuple(values), strict=True))
     for name in TIMES:
         data[name] = datetime.datetime.fromisoformat(data[name]) if data[name] else None
-    data["stems"] = tuple(json.loads(data["stems"])) if data["stems"] else None
+    data["options"] = catalogue.from_json(data["options"])
     return JobRow(**data)
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the option columns (model, format, stems, two_stems, bitrate) become
+    one JSON object, in one transaction."""
+    old = [c[1] for c in db.execute("PRAGMA table_info(jobs)").fetchall()]
+    if "options" in old:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE jobs RENAME TO jobs_v1")
+        db.execute("DROP INDEX IF EXISTS jobs_by_status")
+        db.execute(TABLE)
+        for row in db.execute("SELECT * FROM jobs_v1").fetchall():
+            values = dict(zip(old, tuple(row), strict=True))
+            options: dict[str, Any] = {"model": values["model"], "format": values["format"]}
+            if values["stems"]:
+                options["stems"] = json.loads(values["stems"])
+            if values["two_stems"]:
+                options["two_stems"] = values["two_stems"]
+            if values["bitrate"] is not None:
+                options["bitrate"] = values["bitrate"]
+            values["options"] = json.dumps(options)
+            marks = ", ".join("?" for _ in COLUMNS)
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})",
+                [values[n] for n in COLUMNS],
+            )
+        db.execute("DROP TABLE jobs_v1")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class SchemaError(RuntimeError):
@@ -85,7 +116,10 @@ class JobTable:
                     f"{path} was written by a newer stemkube (schema {version}); "
                     "upgrade stemkube or use another --data-dir"
                 )
-            self._db.executescript(SCHEMA)
+            if version == 1:
+                _migrate_from_1(self._db)
+            self._db.execute(TABLE)
+            self._db.execute(INDEX)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

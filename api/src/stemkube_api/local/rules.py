@@ -6,11 +6,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stemkube_api.interfaces import NewJob
-from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING, JobRecord, result_key
-from stemkube_api.options import DEFAULT_BITRATE, DEFAULT_FORMAT, output_stems
+from stemkube_api.jobs import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PROCESSING,
+    JobRecord,
+    result_key,
+    stems_for,
+)
+from stemkube_contract import exitcodes
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog
+from stemkube_contract.options import Options
+from stemkube_contract.timefmt import human_duration
 
-# The separator's exit codes (its contract with whoever runs it: the operator or us).
-EXIT_OK, EXIT_USAGE, EXIT_INVALID_INPUT, EXIT_TRANSIENT = 0, 2, 3, 75
 SIGNALS = {9: "SIGKILL", 15: "SIGTERM", 6: "SIGABRT", 11: "SIGSEGV"}
 
 
@@ -21,14 +31,10 @@ class JobRow:
     job_id: str
     created_at: datetime.datetime
     filename: str
-    model: str
-    format: str
+    options: Options  # every option, defaults filled in when the job was created
     input_key: str
     result_key: str
     status: str = PENDING
-    stems: tuple[str, ...] | None = None
-    two_stems: str | None = None
-    bitrate: int | None = None
     progress: int = 0
     attempts: int = 0
     started_at: datetime.datetime | None = None
@@ -39,18 +45,14 @@ class JobRow:
     pid: int | None = None
 
 
-def new_row(job: NewJob, default_model: str, now: datetime.datetime) -> JobRow:
-    request = job.request
-    fmt = request.format or DEFAULT_FORMAT
+def new_row(job: NewJob, models: Catalog, now: datetime.datetime) -> JobRow:
+    """The job as it will run: the defaults of today are kept with it, so that a restart with
+    another default model runs it as it was asked."""
     return JobRow(
         job_id=job.job_id,
         created_at=now,
         filename=job.filename,
-        model=request.model or default_model,
-        format=fmt,
-        bitrate=(request.bitrate or DEFAULT_BITRATE) if fmt == "mp3" else None,
-        stems=tuple(request.stems) if request.stems else None,
-        two_stems=request.two_stems,
+        options=catalogue.effective(job.request, models),
         input_key=job.input_key,
         result_key=result_key(job.job_id),
         reason="Queued",
@@ -58,19 +60,7 @@ def new_row(job: NewJob, default_model: str, now: datetime.datetime) -> JobRow:
     )
 
 
-def human_duration(seconds: float) -> str:
-    """Like kubectl's (and the operator's status.duration): 45s, 3m12s, 2h5m."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def record_of(row: JobRow) -> JobRecord:
+def record_of(row: JobRow, models: Catalog) -> JobRecord:
     duration = None
     if row.started_at and row.completed_at:
         duration = human_duration((row.completed_at - row.started_at).total_seconds())
@@ -80,13 +70,10 @@ def record_of(row: JobRow) -> JobRecord:
         filename=row.filename,
         created_at=row.created_at,
         progress=100 if row.status == COMPLETED else row.progress,
-        model=row.model,
-        format=row.format,
-        stems=output_stems(row.model, row.stems, row.two_stems),
+        options=catalogue.effective(row.options, models),
+        stems=stems_for(row.options, models),
         input_key=row.input_key,
         result_key=row.result_key,
-        bitrate=row.bitrate,
-        two_stems=row.two_stems,
         started_at=row.started_at,
         completed_at=row.completed_at,
         duration=duration,
@@ -104,26 +91,23 @@ def separator_command(
     progress_file: Path,
     termination_log: Path,
     model_repo: Path | None,
+    models: Catalog,
 ) -> list[str]:
-    """``stemkube-separate`` for a job: the same options the operator gives a Job's pod."""
+    """``stemkube-separate`` for a job: the same options the operator gives a Job's pod, from
+    the same catalogue."""
     command = [
         *program,
         str(input_path),
         str(output_path),
-        f"--model={row.model}",
-        f"--format={row.format}",
+        *catalogue.separator_args(row.options, models),
         f"--progress-file={progress_file}",
         f"--termination-log={termination_log}",
         f"--job-id={row.job_id}",
     ]
-    if model_repo is not None:
-        command.append(f"--model-repo={model_repo}")
-    if row.two_stems:
-        command.append(f"--two-stems={row.two_stems}")
-    elif row.stems:
-        command.append(f"--stems={','.join(row.stems)}")
-    if row.format == "mp3" and row.bitrate:
-        command.append(f"--bitrate={row.bitrate}")
+    model = models.get(str(row.options["model"]))
+    repo = (model.repo if model else None) or model_repo
+    if repo is not None:
+        command.append(f"--model-repo={repo}")
     return command
 
 
@@ -146,22 +130,19 @@ def _exit_words(code: int) -> str:
 
 def outcome(code: int, said: str, attempts: int, max_attempts: int) -> Outcome:
     """The job's next state after its separator exited with ``code`` on attempt ``attempts``,
-    leaving ``said`` in its termination log. Bad input and bad arguments are final at once;
-    anything else is tried up to ``max_attempts`` times, as the operator's Job backoff does."""
+    leaving ``said`` in its termination log: the contract's table, as the operator reads it.
+    A final code fails at once; anything else is tried up to ``max_attempts`` times, as the
+    operator's Job backoff does."""
     said = " ".join(said.split())
-    if code == EXIT_OK:
+    if code == exitcodes.OK:
         return Outcome(COMPLETED, "Completed", "the stems are ready")
-    if code == EXIT_INVALID_INPUT:
-        return Outcome(FAILED, "InvalidInput", said or "the input file could not be read as audio")
-    if code == EXIT_USAGE:
-        return Outcome(FAILED, "InvalidArguments", said or "the separator refused its arguments")
-    detail = said or _exit_words(code)
-    if attempts < max_attempts:
+    failed = exitcodes.failure(code, said, attempts, _exit_words(code))
+    if failed.retryable and attempts < max_attempts:
+        detail = said or _exit_words(code)
         return Outcome(
             PENDING, "Retrying", f"attempt {attempts} of {max_attempts} failed: {detail}"
         )
-    reason = "TransientError" if code == EXIT_TRANSIENT else "SeparatorError"
-    return Outcome(FAILED, reason, f"failed {attempts} time(s); last error: {detail}")
+    return Outcome(FAILED, failed.reason, failed.message)
 
 
 def interrupted(row: JobRow, max_attempts: int) -> Outcome:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stemkube_contract.models import Catalog
+
 DEFAULT_TTL_SECONDS = 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -47,7 +49,8 @@ def separator_program() -> list[str]:
 class LocalSettings:
     data_dir: Path
     workers: int = 1
-    model: str = "htdemucs"
+    # The models served; its default is the model of uploads that name none.
+    models: Catalog = field(default_factory=Catalog)
     model_repo: Path | None = None
     ttl: datetime.timedelta = datetime.timedelta(seconds=DEFAULT_TTL_SECONDS)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

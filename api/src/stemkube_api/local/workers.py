@@ -211,6 +211,7 @@ class Workers:
             progress_file(workdir),
             termination_log(workdir),
             self.settings.model_repo,
+            self.settings.models,
         )
         env = dict(os.environ)
         if self.settings.gpus:

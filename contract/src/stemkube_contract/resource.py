@@ -1,0 +1,60 @@
+"""The SeparationJob resource: its coordinates, the labels and annotations that link it to its
+children, its phases and the REST API's words for them."""
+
+import hashlib
+
+GROUP = "stemkube.io"
+VERSION = "v1alpha1"
+PLURAL = "separationjobs"
+KIND = "SeparationJob"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+APP_NAME_LABEL = "app.kubernetes.io/name"
+APP_NAME = "stemkube"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+CREATED_BY_LABEL = "app.kubernetes.io/created-by"
+API_CREATOR = "stemkube-api"
+OPERATOR = "stemkube-operator"
+# The child Job and its pods carry the owner's UID: unlike its name, it never refers to a
+# deleted-and-recreated SeparationJob of the same name.
+UID_LABEL = "stemkube.io/separation-job-uid"
+NAME_LABEL = "stemkube.io/separation-job"
+# The owner's full name (a label value may be too short for it): how a pod or Job event finds
+# the SeparationJob to sync.
+NAME_ANNOTATION = "stemkube.io/separation-job"
+# The API's creation stamp with microseconds (creationTimestamp has seconds only).
+CREATED_AT_ANNOTATION = "stemkube.io/created-at"
+CONTAINER = "separator"
+
+MAX_LABEL_VALUE = 63
+
+# .status.phase
+PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
+PHASES = (PENDING, RUNNING, COMPLETED, FAILED)
+TERMINAL = (COMPLETED, FAILED)
+
+# The REST API's words (the original service's) for the phases.
+STATUS_PENDING, STATUS_PROCESSING = "pending", "processing"
+STATUS_COMPLETED, STATUS_FAILED = "completed", "failed"
+PHASE_TO_STATUS = {
+    PENDING: STATUS_PENDING,
+    RUNNING: STATUS_PROCESSING,
+    COMPLETED: STATUS_COMPLETED,
+    FAILED: STATUS_FAILED,
+}
+STATUSES = tuple(PHASE_TO_STATUS.values())
+
+
+def status_of(phase: str | None) -> str:
+    """Phase -> the REST API's word. No phase yet: the operator has not seen it."""
+    return PHASE_TO_STATUS.get(phase or PENDING, STATUS_PENDING)
+
+
+def job_name(cr_name: str) -> str:
+    """The child Job's name: the SeparationJob's own, shortened with a hash suffix if needed,
+    since a Job's name is also its pods' ``job-name`` label value (63 characters at most)."""
+    if len(cr_name) <= MAX_LABEL_VALUE:
+        return cr_name
+    digest = hashlib.sha256(cr_name.encode()).hexdigest()[:8]
+    return f"{cr_name[: MAX_LABEL_VALUE - 9].rstrip('-.')}-{digest}"
