@@ -233,12 +233,13 @@ def test_a_custom_model_through_rest(service: Service) -> None:
         job = http.post(
             "/upload",
             files={"file": ("song.mp3", mp3_song(1.0))},
-            data={"model": CUSTOM_MODEL, "shifts": "0", "overlap": "0.5"},
+            data={"model": CUSTOM_MODEL, "shifts": "0", "overlap": "0.5", "segment": "2"},
         ).json()
         status = wait_done(api, job["job_id"])
         assert status["status"] == "completed", status
         assert (status["model"], status["stems"]) == (CUSTOM_MODEL, list(CUSTOM_SOURCES))
-        assert (status["options"]["shifts"], status["options"]["overlap"]) == (0, 0.5)
+        options = status["options"]
+        assert (options["shifts"], options["overlap"], options["segment"]) == (0, 0.5, 2.0)
         archive = http.get(f"/download/{job['job_id']}").content
         members = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
         assert members == ["accompaniment.mp3", "vocals.mp3"]

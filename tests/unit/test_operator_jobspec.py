@@ -49,6 +49,8 @@ def test_defaults_give_the_original_service_output() -> None:
         ({"format": "flac", "wavDepth": "24"}, ["--format=flac", "--wav-depth=24"], ["--bitrate"]),
         ({"bitrate": 128}, ["--bitrate=128"], []),
         ({"shifts": 3, "overlap": 0.5}, ["--shifts=3", "--overlap=0.5"], []),
+        ({"segment": 5.5}, ["--segment=5.5"], []),
+        ({}, [], ["--segment"]),
     ],
 )
 def test_options_reach_the_command_line(

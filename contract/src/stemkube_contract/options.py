@@ -203,6 +203,11 @@ CATALOGUE: tuple[Option, ...] = (
         "Overlap between the model's segments: more is smoother and slower.",
         default=0.25, minimum=0.0, maximum=0.9, limitable=True,
     ),
+    Option(
+        "segment", "segment", "--segment", "float",
+        "Seconds of audio per model pass (default: the model's own): shorter needs less memory.",
+        minimum=1.0, maximum=60.0,
+    ),
 )  # fmt: skip
 BY_NAME = {option.name: option for option in CATALOGUE}
 BY_CR = {option.cr: option for option in CATALOGUE}

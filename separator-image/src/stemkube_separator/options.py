@@ -102,7 +102,6 @@ def build_parser(env: Mapping[str, str]) -> _Parser:
         metavar="0-9",
         help=f"LAME -q: 0 slowest ... 9 fastest (default {DEFAULT_MP3_QUALITY})",
     )
-    parser.add_argument("--segment", type=_positive_float, help="seconds per model segment")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress-cr", type=_cr, metavar="NAMESPACE/NAME")
