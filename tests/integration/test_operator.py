@@ -4,6 +4,7 @@ separator (tiny model) run by the pod runner, the real MinIO."""
 import contextlib
 import io
 import itertools
+import json
 import threading
 import time
 import zipfile
@@ -15,11 +16,12 @@ from kubernetes.client.rest import ApiException
 from minio import Minio
 from minio.error import S3Error
 
+from stemkube_contract.models import FOUR_STEMS, Model
 from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
-from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+from tests.harness.stemkube import GROUP, PLURAL, TIER_MODELS, VERSION, OperatorFactory
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -494,3 +496,25 @@ def test_a_spec_this_deployment_cannot_run_fails_before_any_job(
     assert (status["phase"], status["reason"]) == ("Failed", reason)
     assert words in status["message"]
     assert jobs_of(cluster, namespace, created["metadata"]["uid"]) == []
+
+
+def test_a_declared_model_missing_from_the_weights_folder_fails_as_such(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """Declared (the chart's `models`) but not in the weights folder: the separator says so
+    with its own exit code, and the job fails at once with reason ModelNotFound (not the
+    InvalidInput of bad audio), never retried."""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    declared = TIER_MODELS.plus([Model("declared_only", FOUR_STEMS)])
+    start_operator(STEMKUBE_MODELS=json.dumps(declared.to_json()))
+    upload(s3, bucket, "inputs/absent/song.wav", sine_wav(1.0))
+    created = create(cluster, namespace, "absent", bucket, model="declared_only")
+
+    status = wait_phase(cluster, namespace, "absent", ("Completed", "Failed"))["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ModelNotFound"), status
+    assert "model 'declared_only' is not in the model folder" in status["message"]
+    assert len(pods_of(cluster, namespace, created["metadata"]["uid"])) == 1
