@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export STEMKUBE_TOOLS_BIN ?= $(CURDIR)/.cache/bin
 
-COMPONENTS := contract api operator separator-image
+COMPONENTS := contract client api operator separator-image
 VENV_INPUTS := requirements-dev.txt $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 
 .PHONY: help

@@ -42,8 +42,8 @@ from minio import Minio
 
 from stemkube_api.interfaces import NewJob
 from stemkube_api.jobs import input_key, result_key
-from stemkube_api.kube import manifest
-from stemkube_api.s3 import part_size_for
+from stemkube_api.kubernetes.backend import manifest
+from stemkube_api.kubernetes.store import part_size_for
 from stemkube_api.sizes import format_size, parse_size
 from stemkube_contract.models import Catalog
 from stemkube_contract.resource import GROUP, PLURAL, VERSION

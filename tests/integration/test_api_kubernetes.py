@@ -92,11 +92,11 @@ def test_not_ready_without_its_bucket_or_storage(
 ) -> None:
     # Not ready: a bucket that does not exist, or storage that does not answer.
     no_bucket = start_api(wait_ready=False, STEMKUBE_BUCKET="no-such-bucket")
-    response = _answer(no_bucket.url, "/readyz")
+    response = _answer(no_bucket.url, "/readyz", past_the_watch=True)
     assert response.status_code == 503
     assert "bucket no-such-bucket does not exist" in response.json()["detail"]
     no_storage = start_api(wait_ready=False, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
-    response = _answer(no_storage.url, "/readyz")
+    response = _answer(no_storage.url, "/readyz", past_the_watch=True)
     assert response.status_code == 503
     assert "storage" in response.json()["detail"]
     # Still alive, and the rest of the API still answers.
@@ -110,6 +110,14 @@ def _get(url: str, path: str) -> httpx.Response | None:
         return None
 
 
-def _answer(url: str, path: str) -> httpx.Response:
-    """The first answer of a server that is starting."""
-    return wait_for(lambda: _get(url, path), 60, f"an answer from {url}{path}")
+def _answer(url: str, path: str, past_the_watch: bool = False) -> httpx.Response:
+    """The first answer of a server that is starting; ``past_the_watch``: the first once its
+    SeparationJob watch has synced (before that, /readyz says only that, for a moment)."""
+
+    def answer() -> httpx.Response | None:
+        response = _get(url, path)
+        if response is None or (past_the_watch and "watch not synced" in response.text):
+            return None
+        return response
+
+    return wait_for(answer, 60, f"an answer from {url}{path}")

@@ -22,8 +22,8 @@ from stemkube_api.jobs import (
     valid_job_id,
     zip_download_name,
 )
+from stemkube_api.kubernetes.store import MIN_PART_SIZE, part_size_for
 from stemkube_api.options import OptionError, check_field, parse_request
-from stemkube_api.s3 import MIN_PART_SIZE, part_size_for
 from stemkube_api.settings import SettingsError, load_settings
 from stemkube_api.sizes import format_size, parse_size
 from stemkube_api.sniff import EXTENSIONS, NotAudioError, sniff

@@ -10,7 +10,8 @@ from kubernetes import client
 
 from stemkube_api.interfaces import NewJob
 from stemkube_api.jobs import CREATED_AT_ANNOTATION
-from stemkube_api.kube import WatchCache, manifest
+from stemkube_api.kubernetes.backend import manifest
+from stemkube_api.kubernetes.watch import WatchCache
 from stemkube_contract.models import Catalog
 from tests.harness.waiting import wait_for
 

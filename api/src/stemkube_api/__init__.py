@@ -1,3 +1,3 @@
-"""stemkube REST API and client."""
+"""stemkube REST API."""
 
 __version__ = "0.1.0"

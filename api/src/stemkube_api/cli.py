@@ -226,8 +226,8 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
 
 def kubernetes_app(env: Mapping[str, str]) -> FastAPI:
     from stemkube_api.app import create_app
-    from stemkube_api.kube import KubernetesBackend
-    from stemkube_api.s3 import S3Store
+    from stemkube_api.kubernetes.backend import KubernetesBackend
+    from stemkube_api.kubernetes.store import S3Store
     from stemkube_api.settings import load_settings
 
     settings = load_settings(env)

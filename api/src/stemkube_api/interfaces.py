@@ -1,5 +1,5 @@
 """The two interfaces the REST API talks to. Kubernetes mode implements them with SeparationJob
-custom resources (kube.py) and S3 (s3.py); local mode with worker processes and local files
+custom resources and S3 (kubernetes/); local mode with worker processes and local files
 (local/). All methods are blocking: the API calls them from worker threads."""
 
 import datetime

@@ -17,7 +17,7 @@ from typing import IO, Any, NoReturn
 
 import httpx
 
-from stemkube_api import __version__
+from stemkube_client import __version__
 from stemkube_contract import options as catalogue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4

@@ -1,0 +1,202 @@
+"""The job backend on Kubernetes: one SeparationJob custom resource per job, named by its id.
+
+Reads come from the watch cache (``watch``): status requests read it instead of the API server;
+an id the cache does not know yet (a job just created through another replica) is read once
+from the API server.
+"""
+
+import datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from stemkube_api.interfaces import NewJob, UnavailableError
+from stemkube_api.jobs import (
+    CREATED_AT_ANNOTATION,
+    JobPage,
+    JobRecord,
+    created_stamp,
+    paginate,
+    record_from_cr,
+    result_key,
+    valid_job_id,
+)
+from stemkube_api.kubernetes.watch import REQUEST_TIMEOUT, WatchCache, explain
+from stemkube_api.settings import Settings
+from stemkube_contract import options as catalogue
+from stemkube_contract.models import Catalog
+from stemkube_contract.resource import (
+    API_CREATOR,
+    API_VERSION,
+    APP_NAME,
+    APP_NAME_LABEL,
+    CREATED_BY_LABEL,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
+
+KUBE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+def api_client(settings: Settings) -> client.ApiClient:
+    """From KUBECONFIG when set, else the pod's service account (in-cluster)."""
+    if settings.kubeconfig:
+        return config.new_client_from_config(config_file=settings.kubeconfig)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def manifest(
+    job: NewJob, namespace: str, bucket: str, output_key: str, models: Catalog
+) -> dict[str, Any]:
+    """The SeparationJob for a new job: the options the user gave, and the model always (the
+    deployment's default is the API's to apply); the CRD's defaults apply to the rest."""
+    options = {"model": models.default, **job.request}
+    spec: dict[str, Any] = {
+        "input": {"bucket": bucket, "key": job.input_key, "filename": job.filename},
+        "output": {"bucket": bucket, "key": output_key},
+        **catalogue.to_spec(options),
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": job.job_id,
+            "namespace": namespace,
+            "labels": {APP_NAME_LABEL: APP_NAME, CREATED_BY_LABEL: API_CREATOR},
+            "annotations": {
+                CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))
+            },
+        },
+        "spec": spec,
+    }
+
+
+def _visible(cr: dict[str, Any]) -> bool:
+    """A SeparationJob being deleted (held by the operator's finalizer while its files go) is
+    already gone for the API."""
+    return not (cr.get("metadata") or {}).get("deletionTimestamp")
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        watch_api: client.ApiClient,
+        namespace: str,
+        bucket: str,
+        models: Catalog | None = None,
+    ) -> None:
+        self.models = models or Catalog()
+        self._objects = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.bucket = bucket
+        self.cache = WatchCache(watch_api, namespace)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "KubernetesBackend":
+        return cls(
+            api_client(settings),
+            api_client(settings),
+            settings.namespace,
+            settings.bucket,
+            settings.models,
+        )
+
+    def start(self) -> None:
+        self.cache.start()
+
+    def stop(self) -> None:
+        self.cache.stop()
+
+    def create(self, job: NewJob) -> JobRecord:
+        body = manifest(job, self.namespace, self.bucket, result_key(job.job_id), self.models)
+        try:
+            created: dict[str, Any] = self._objects.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(f"cannot create the SeparationJob: {explain(exc)}") from exc
+        self.cache.put(created)
+        return record_from_cr(created, self.models)
+
+    def _read(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            cr: dict[str, Any] = self._objects.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, job_id, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise UnavailableError(f"cannot read the SeparationJob: {explain(exc)}") from exc
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(f"cannot read the SeparationJob: {explain(exc)}") from exc
+        return cr
+
+    def get(self, job_id: str) -> JobRecord | None:
+        if not valid_job_id(job_id):
+            return None
+        cr = self.cache.get(job_id)
+        if cr is None:
+            # Not seen by our watch (yet): created a moment ago through another replica, or no
+            # such job. One read tells; what it finds the watch will keep current.
+            cr = self._read(job_id)
+            if cr is None:
+                return None
+            self.cache.put(cr)
+        return record_from_cr(cr, self.models) if _visible(cr) else None
+
+    def list(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobPage:
+        if not self.cache.wait_synced(10):
+            raise UnavailableError(
+                f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
+            )
+        records = [record_from_cr(cr, self.models) for cr in self.cache.all() if _visible(cr)]
+        return paginate(records, status, limit, cursor)
+
+    def delete(self, job_id: str) -> bool:
+        if not valid_job_id(job_id):
+            return False
+        try:
+            self._objects.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                job_id,
+                body={"propagationPolicy": "Background"},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                self.cache.remove(job_id)
+                return False
+            raise UnavailableError(f"cannot delete the SeparationJob: {explain(exc)}") from exc
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(f"cannot delete the SeparationJob: {explain(exc)}") from exc
+        self.cache.mark_deleted(job_id)
+        return True
+
+    def model_problem(self, model: str) -> str | None:
+        # The weights are the separator pods' concern (image or model cache claim): a missing
+        # model fails its SeparationJob with reason ModelNotFound.
+        return None
+
+    def check(self) -> None:
+        if not self.cache.synced.is_set():
+            why = self.cache.last_error or "starting"
+            raise UnavailableError(f"kubernetes: SeparationJob watch not synced ({why})")
+        try:
+            self._objects.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, limit=1, _request_timeout=(3, 5)
+            )
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(f"kubernetes: {explain(exc)}") from exc

@@ -1,0 +1,37 @@
+"""What the routes work with: one ``Services`` per app, set by ``create_app`` and handed to each
+route as a FastAPI dependency (``ServicesDep``)."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from stemkube_api.errors import ApiError
+from stemkube_api.interfaces import JobBackend, ObjectStore
+from stemkube_api.jobs import JobRecord
+from stemkube_api.metrics import Metrics
+from stemkube_api.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    backend: JobBackend
+    store: ObjectStore
+    metrics: Metrics
+
+    async def find(self, job_id: str) -> JobRecord:
+        """The job, or a 404."""
+        record = await run_in_threadpool(self.backend.get, job_id)
+        if record is None:
+            raise ApiError(404, f"job {job_id} not found")
+        return record
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]

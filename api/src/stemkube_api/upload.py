@@ -1,0 +1,250 @@
+"""An upload, received as it arrives: the form's events (``form.read_form``) drive an object
+writer and the job backend, with nothing spooled and nothing left behind on a refusal.
+
+``UploadReceiver`` holds one upload's state; ``receive`` takes the request body, ``consume`` the
+form's events (what the unit tests feed it directly). The order of the checks is the point:
+each option is checked as it arrives, and the options sent so far and the model's weights
+(``JobBackend.model_problem``) before the file's first byte is stored; the format is told from
+the file's first ``SNIFF_BYTES``; the size limit holds as the bytes come. Nothing is visible in
+the store until the form has ended and every option checks out: any error aborts the writer,
+and the stored input is deleted again when the job cannot be created.
+"""
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from stemkube_api.errors import ApiError
+from stemkube_api.form import (
+    Event,
+    Field,
+    FileData,
+    FileEnd,
+    FileStart,
+    FormError,
+    boundary_of,
+    read_form,
+)
+from stemkube_api.interfaces import NewJob, ObjectWriter, TooLargeError, UnavailableError
+from stemkube_api.jobs import JobRecord, clean_filename, input_key
+from stemkube_api.options import FIELDS, OptionError, check_field, parse_request
+from stemkube_api.services import Services
+from stemkube_api.sniff import ACCEPTED, SNIFF_BYTES, NotAudioError, sniff
+
+log = logging.getLogger(__name__)
+
+# Bytes a form may carry beyond the file itself (boundaries, part headers, option fields).
+FORM_SLACK = 64 * 1024
+# After refusing an upload part-way, the rest of the body is read and dropped (up to this much)
+# so that the client, still sending, gets the answer rather than a broken connection.
+DRAIN_LIMIT = 64 * 1024 * 1024
+WRITE_BATCH = 1024 * 1024
+
+
+class UploadReceiver:
+    """One upload (use once): the form's events in, the stored file and its new job out, or
+    an ``ApiError`` with nothing stored."""
+
+    def __init__(self, services: Services, job_id: str | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.limit = services.settings.max_file_size
+        self.job_id = job_id or str(uuid.uuid4())
+        # What the form has said so far.
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None  # once the file's part has started
+        self.file_done = False  # once it has ended
+        # The file: its first bytes (head) until they tell its format; then a writer under
+        # key, and the bytes for its next write (batch).
+        self.size = 0
+        self.head = bytearray()
+        self.key = ""
+        self.writer: ObjectWriter | None = None
+        self.batch = bytearray()
+        self.stored = 0
+        self.committed = False
+
+    # The request ---------------------------------------------------------------------------
+
+    async def receive(
+        self, body: AsyncIterator[bytes], content_type: str | None, content_length: str = ""
+    ) -> JobRecord:
+        """The upload from its request body. A refusal is counted (the rejected-uploads
+        metric) and, unless it says otherwise, the rest of the body is read and dropped."""
+        try:
+            try:
+                return await self._receive(body, content_type, content_length)
+            except UnavailableError as exc:
+                raise ApiError(503, f"service unavailable: {exc}", "unavailable") from None
+        except ApiError as exc:
+            self.services.metrics.uploads_rejected.labels(exc.reason or "invalid").inc()
+            if exc.drain:
+                await drain(body)
+            raise
+
+    async def _receive(
+        self, body: AsyncIterator[bytes], content_type: str | None, content_length: str
+    ) -> JobRecord:
+        try:
+            boundary = boundary_of(content_type)
+        except FormError as exc:
+            raise ApiError(422, f"file: {exc}") from None
+        if content_length.isdigit() and int(content_length) > self.limit + FORM_SLACK + DRAIN_LIMIT:
+            # Far beyond the limit: answer before reading (a client that sent
+            # "Expect: 100-continue", as curl does, sends nothing).
+            raise self._too_large(drain=False)
+        return await self.consume(read_form(body, boundary))
+
+    # The form ------------------------------------------------------------------------------
+
+    async def consume(self, events: AsyncIterator[Event]) -> JobRecord:
+        """The form's events, in order: the job created, or ``ApiError`` (and nothing stored)."""
+        try:
+            async for event in events:
+                await self.feed(event)
+            record = await self._finish()
+        except OptionError as exc:
+            raise ApiError(422, str(exc)) from None
+        except FormError as exc:
+            raise ApiError(422, f"file: {exc}") from None
+        except TooLargeError:
+            raise self._too_large() from None
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away mid-upload", "incomplete", False) from None
+        finally:
+            if not self.committed:
+                await _abort(self.writer)
+        self.services.metrics.jobs_created.inc()
+        log.info("job %s created for %s (%d bytes)", self.job_id, self.filename, self.stored)
+        return record
+
+    async def feed(self, event: Event) -> None:
+        if isinstance(event, FileStart):
+            await self._file_start(event)
+        elif isinstance(event, FileData):
+            await self._file_data(event.data)
+        elif isinstance(event, FileEnd):
+            if self.writer is None:
+                await self._open()
+            await self._flush()
+            self.file_done = True
+        else:
+            self._field(event)
+
+    def _field(self, event: Field) -> None:
+        if event.name == "file":
+            raise ApiError(422, "file: must be a file upload, not a text field")
+        if event.name in self.fields:
+            raise ApiError(422, f"{event.name}: given twice")
+        if event.name not in FIELDS:
+            raise ApiError(
+                422, f"{event.name}: unknown field; the form takes file, {', '.join(FIELDS)}"
+            )
+        if event.value.strip():
+            check_field(event.name, event.value)
+        self.fields[event.name] = event.value
+
+    async def _file_start(self, event: FileStart) -> None:
+        if event.name != "file":
+            raise ApiError(422, f"{event.name}: unknown file field; send the song as 'file'")
+        if self.filename is not None:
+            raise ApiError(422, "file: send one file per upload")
+        self.filename = clean_filename(event.filename)
+        try:  # the options sent before the file, before storing anything
+            parse_request(self.fields, self.settings.models, self.settings.limits)
+        except OptionError as exc:
+            if not exc.later_fields_may_fix:
+                raise
+        model = self.fields.get("model", "").strip() or self.settings.models.default
+        problem = await run_in_threadpool(self.services.backend.model_problem, model)
+        if problem:
+            raise ApiError(503, f"model {model}: {problem}; nothing was stored", "no_weights")
+
+    async def _file_data(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise self._too_large()
+        if self.writer is None:
+            self.head.extend(data)
+            if len(self.head) >= SNIFF_BYTES:
+                await self._open()
+        else:
+            self.batch.extend(data)
+        if len(self.batch) >= WRITE_BATCH:
+            await self._flush()
+
+    async def _open(self) -> None:
+        """Tells the format from the head, and opens the writer with the head as its first
+        bytes."""
+        try:
+            detected = sniff(bytes(self.head))
+        except NotAudioError as exc:
+            raise ApiError(
+                415,
+                f"file: {self.filename!r} is not an audio file this service reads: {exc}; "
+                f"send {ACCEPTED}",
+                "not_audio",
+            ) from None
+        self.key = input_key(self.job_id, detected.extension)
+        self.writer = self.services.store.writer(self.key, self.limit, "application/octet-stream")
+        self.batch.extend(self.head)
+
+    async def _flush(self) -> None:
+        if self.writer is not None and self.batch:
+            data = bytes(self.batch)
+            self.batch.clear()
+            await run_in_threadpool(self.writer.write, data)
+
+    async def _finish(self) -> JobRecord:
+        if self.filename is None:
+            raise ApiError(422, "file: field required (send the song as the 'file' field)")
+        if not self.file_done:
+            raise ApiError(422, "file: the upload ended before the file did", "incomplete")
+        separation = parse_request(self.fields, self.settings.models, self.settings.limits)
+        assert self.writer is not None
+        self.stored = await run_in_threadpool(self.writer.commit)
+        self.committed = True
+        self.services.metrics.upload_bytes.inc(self.stored)
+        new = NewJob(
+            job_id=self.job_id, request=separation, input_key=self.key, filename=self.filename
+        )
+        try:
+            return await run_in_threadpool(self.services.backend.create, new)
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await run_in_threadpool(self.services.store.delete, self.key)
+            raise
+
+    def _too_large(self, drain: bool = True) -> ApiError:
+        return ApiError(
+            413,
+            f"file too large: the limit is {self.settings.max_file_size_text} "
+            f"({self.limit} bytes); nothing was stored",
+            "too_large",
+            drain,
+        )
+
+
+async def _abort(writer: ObjectWriter | None) -> None:
+    if writer is None:
+        return
+    with anyio.CancelScope(shield=True):
+        try:
+            await run_in_threadpool(writer.abort)
+        except Exception:
+            log.exception("aborting an upload failed")
+
+
+async def drain(body: AsyncIterator[bytes]) -> None:
+    """Reads and drops what the client still sends (bounded), so it sees our answer."""
+    dropped = 0
+    with contextlib.suppress(Exception):
+        async for chunk in body:
+            dropped += len(chunk)
+            if dropped > DRAIN_LIMIT:
+                break
