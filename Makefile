@@ -146,6 +146,13 @@ clean-tools: ## remove the built tools (the next make tools is a cold build)
 bench-separator: venv tools ## time stemkube-separate against bare Demucs apply_model (60 s, CPU)
 	$(PY) separator-image/bench/bench_separator.py
 
+# For a GPU machine without network or venv (Python and torch with CUDA only): the wheels come
+# from separator-image/bench/gpu-wheels.sh, run beforehand where the package index is.
+GPU_WHEELS ?= .cache/gpu-wheels
+.PHONY: bench-gpu
+bench-gpu: ## on a GPU machine: the separator's GPU benchmark from the wheels in GPU_WHEELS (about 4 min)
+	bash separator-image/bench/bench-gpu.sh $(GPU_WHEELS)
+
 .PHONY: bench-operator
 bench-operator: venv tools ## operator latency over 100 SeparationJobs at once, memory with 1,000 finished
 	PYTHONPATH=. $(PY) operator/bench/bench_operator.py

@@ -302,3 +302,6 @@ def test_the_charts_values_schema_states_the_contracts_names_and_limits() -> Non
     assert model["sources"]["items"]["pattern"] == STEM_NAME_PATTERN
     values = yaml.safe_load((REPO_ROOT / "charts/stemkube/values.yaml").read_text())
     options.parse_limits(json.dumps(values["limits"]))  # the chart's defaults are valid limits
+    precision = schema["properties"]["separator"]["properties"]["precision"]
+    assert precision["enum"] == list(options.PRECISIONS)
+    assert values["separator"]["precision"] == options.DEFAULT_PRECISION

@@ -65,8 +65,10 @@ def test_the_operators_command_line_means_the_job(options: catalogue.Options) ->
             **catalogue.to_spec(options),
         },
     }
-    argv = separator_args(cr, OperatorConfig(models=MODELS, model_repo="/models"))
+    config = OperatorConfig(models=MODELS, model_repo="/models", precision="bf16")
+    argv = separator_args(cr, config)
     assert read_back(argv) == expected(options)
+    assert separator.parse(argv, {}).precision == "bf16"  # the deployment's, for every job
     mine = str(options.get("model")) == "mine"
     assert f"--model-repo={'/w/mine' if mine else '/models'}" in argv
 
@@ -76,5 +78,6 @@ def test_local_modes_command_line_means_the_job(options: catalogue.Options) -> N
     job = NewJob("j", options, "inputs/j/input.mp3", "a.mp3")
     row = rules.new_row(job, MODELS, datetime.datetime.now(datetime.UTC))
     paths = (Path("/d/in.mp3"), Path("/d/out.zip"), Path("/w/p"), Path("/w/t"))
-    command = rules.separator_command(row, ["sep"], *paths, Path("/models"), MODELS)
+    command = rules.separator_command(row, ["sep"], *paths, Path("/models"), MODELS, "tf32")
     assert read_back(command[1:]) == expected(options)
+    assert separator.parse(command[1:], {}).precision == "tf32"

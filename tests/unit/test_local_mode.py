@@ -85,6 +85,7 @@ def test_the_separator_command_carries_the_options() -> None:
         "--bitrate=128",
         "--shifts=1",
         "--overlap=0.25",
+        "--precision=auto",
         "--progress-file=/w/progress",
         "--termination-log=/w/log",
         f"--job-id={JOB}",

@@ -30,6 +30,8 @@ def test_values_from_the_environment() -> None:
     assert config.namespaces == ("music", "podcasts")
     assert config.max_running == 4
     assert config.s3_endpoint == "http://minio:9000"
+    assert load_config({"STEMKUBE_PRECISION": "bf16"}).precision == "bf16"
+    assert load_config({}).precision == "auto"
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,10 @@ def test_values_from_the_environment() -> None:
         ({"STEMKUBE_MAX_RUNNING": "-1"}, "STEMKUBE_MAX_RUNNING"),
         ({"STEMKUBE_NODE_SELECTOR": "[1]"}, "STEMKUBE_NODE_SELECTOR"),
         ({"STEMKUBE_TOLERATIONS": "{"}, "STEMKUBE_TOLERATIONS"),
+        ({"STEMKUBE_PRECISION": "fp8"}, "STEMKUBE_PRECISION"),
+        ({"STEMKUBE_LIMITS": '{"shifts": 99}'}, "STEMKUBE_LIMITS"),
+        ({"STEMKUBE_MODELS": "[{}]"}, "models"),
+        ({"STEMKUBE_MODEL": "spleeter"}, "STEMKUBE_MODEL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:

@@ -1,4 +1,5 @@
-"""Loading models through Demucs's local-repo path, with the tiny model the tests build."""
+"""Loading models through Demucs's local-repo path, with the tiny model the tests build; the
+precision the model runs in; the benchmark model's shape."""
 
 from pathlib import Path
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 from demucs.apply import apply_model
 
-from stemkube_separator import model, separate
+from stemkube_separator import model, options, separate
 from stemkube_separator.errors import InvalidInputError, ModelNotFoundError, UsageError
+from tests.harness.tiny_model import FULL, FULL_PARAMETERS, build_model
 
 
 def test_loads_the_tiny_model_from_a_local_repo(tiny_model_repo: Path) -> None:
@@ -71,3 +73,94 @@ def test_long_songs_come_in_ordered_chunks_with_progress(tiny_model_repo: Path) 
     assert all(torch.isfinite(b).all() for b in blocks)
     assert fractions == sorted(fractions)
     assert 0.9 < fractions[-1] <= 1.0
+
+
+def test_precision_on_a_cpu() -> None:
+    assert model.resolve_precision("auto", "cpu") == "fp32"
+    assert model.resolve_precision("tf32", "cpu") == "fp32"  # nothing to switch on
+    assert model.resolve_precision("fp32", "cpu") == "fp32"
+    assert model.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
+        model.resolve_precision("fp16", "cpu")
+    assert model.apply_precision("fp32", "cpu") is None
+    assert model.apply_precision("bf16", "cpu") is torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("capability", "bf16", "choice", "expected"),
+    [
+        ((9, 0), True, "auto", "tf32"),  # Hopper
+        ((8, 0), True, "auto", "tf32"),  # Ampere
+        ((7, 5), False, "auto", "fp32"),  # Turing: no TF32
+        ((7, 5), False, "tf32", "fp32"),
+        ((9, 0), True, "fp32", "fp32"),
+        ((9, 0), True, "bf16", "bf16"),
+        ((7, 5), False, "fp16", "fp16"),
+    ],
+)
+def test_precision_on_a_gpu(
+    capability: tuple[int, int],
+    bf16: bool,
+    choice: options.Precision,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert model.resolve_precision(choice, "cuda") == expected
+
+
+def test_bf16_on_a_gpu_without_it_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(UsageError, match="no bfloat16"):
+        model.resolve_precision("bf16", "cuda")
+
+
+def test_tf32_switches_follow_the_precision_on_a_gpu() -> None:
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        assert model.apply_precision("tf32", "cuda") is None
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert torch.get_float32_matmul_precision() == "high"
+        assert model.apply_precision("fp32", "cuda") is None
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)  # convolutions too
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert model.apply_precision("fp16", "cuda") is torch.float16
+        assert model.apply_precision("bf16", "cuda") is torch.bfloat16
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_each_precision_stays_close_to_fp32(tiny_model_repo: Path) -> None:
+    """The stems of every precision a CPU runs, against fp32: float32 out, and bf16 (8-bit
+    mantissa inside the model) within a fraction of a percent (GPU figures: bench_gpu.py)."""
+    net = model.load("htdemucs", str(tiny_model_repo))
+    torch.manual_seed(5)
+    song = torch.randn(2, 6 * 44100) * 0.2
+
+    def stems(precision: options.Precision) -> torch.Tensor:
+        resolved = model.resolve_precision(precision, "cpu")
+        blocks = separate.separate(
+            net, song.clone(), device="cpu", shifts=0, overlap=0.25, segment=None,
+            on_fraction=lambda f: None, autocast=model.apply_precision(resolved, "cpu"),
+        )  # fmt: skip
+        return torch.cat(list(blocks), dim=-1)
+
+    reference = stems("fp32")
+    bounds: dict[options.Precision, float] = {"auto": 0.0, "tf32": 0.0, "bf16": 2e-2}
+    for precision, bound in bounds.items():  # measured: bf16 2.3e-3
+        got = stems(precision)
+        assert got.dtype == torch.float32, precision
+        assert got.shape == reference.shape
+        relative = float((got - reference).norm() / reference.norm())
+        assert relative <= bound, (precision, relative)
+    assert float((stems("bf16") - reference).norm()) > 0  # bf16 did run in bf16
+
+
+def test_the_benchmark_model_is_the_published_htdemucs_shape() -> None:
+    full = build_model(FULL)
+    assert sum(p.numel() for p in full.parameters()) == FULL_PARAMETERS == 41_984_456

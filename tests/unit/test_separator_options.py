@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from stemkube_contract import options as catalogue
 from stemkube_separator import exitcodes, options, progress
 from stemkube_separator.errors import UsageError
 from stemkube_separator.locations import S3Object, parse_location
@@ -37,6 +38,13 @@ def test_every_option() -> None:
     assert (opts.segment, opts.device, opts.max_duration) == (7.0, "cuda", 60.0)
 
 
+def test_precision_is_the_separators_own_flag() -> None:
+    assert parse("a", "b").precision == "auto"
+    for value in ("auto", "fp32", "tf32", "bf16", "fp16"):
+        assert parse("a", "b", "--precision", value).precision == value
+    assert "precision" not in catalogue.NAMES  # a cluster setting, not a job's option
+
+
 def test_environment_defaults_and_flags_win() -> None:
     env = {"STEMKUBE_MAX_DURATION": "90", "STEMKUBE_TERMINATION_LOG": "/tmp/x"}
     assert parse("a", "b", env=env).max_duration == 90
@@ -64,6 +72,7 @@ def test_environment_defaults_and_flags_win() -> None:
         ["a", "b", "--progress-cr", "just-a-name"],
         ["a", "b", "--progress-cr", "a/b/c"],
         ["a", "b", "--device", "tpu"],
+        ["a", "b", "--precision", "fp8"],
     ],
 )
 def test_usage_errors_exit_2_and_are_reported(

@@ -24,11 +24,12 @@ from stemkube_contract.models import (
     ModelsError,
     parse_catalog,
 )
+from stemkube_contract.options import DEFAULT_PRECISION, PRECISION_ENV, PRECISIONS
 
 if TYPE_CHECKING:
     from stemkube_api.local.settings import LocalSettings
 
-LOCAL_FLAGS = ("data_dir", "workers", "model", "models", "model_repo", "ttl")
+LOCAL_FLAGS = ("data_dir", "workers", "model", "models", "model_repo", "ttl", "precision")
 DESCRIBE_TIMEOUT = 300.0
 # (folder) -> the models in it, with their sources
 Discover = Callable[[Path], list[Model]]
@@ -89,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a finished job and its files are kept "
         "(env STEMKUBE_TTL_SECONDS_AFTER_FINISHED; default 86400)",
+    )
+    local.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"the model's arithmetic in every separation (env {PRECISION_ENV}; default "
+        f"{DEFAULT_PRECISION}: TF32 on a GPU that has it, else fp32)",
     )
     return parser
 
@@ -193,6 +200,9 @@ def local_settings(
     if ttl_seconds <= 0:
         raise CliError(f"--ttl must be positive, not {ttl_seconds}")
     ttl = datetime.timedelta(seconds=ttl_seconds)
+    precision = args.precision or env.get(PRECISION_ENV) or DEFAULT_PRECISION
+    if precision not in PRECISIONS:
+        raise CliError(f"{PRECISION_ENV}: {precision!r} is not one of {', '.join(PRECISIONS)}")
     data_dir = (args.data_dir or default_data_dir(env)).resolve()
     return LocalSettings(
         data_dir=data_dir,
@@ -202,6 +212,7 @@ def local_settings(
         ttl=ttl,
         expiry_interval=expiry_interval(env, ttl),
         gpus=gpus,
+        precision=precision,
     )
 
 

@@ -23,6 +23,11 @@ from stemkube_contract.models import (
 )
 
 Value = str | int | float | tuple[str, ...]
+# The model's arithmetic: a deployment's setting (the chart's separator.precision, local mode's
+# --precision), not a job's option; auto is TF32 on GPUs that have it, else fp32.
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+DEFAULT_PRECISION = "auto"
+PRECISION_ENV = "STEMKUBE_PRECISION"
 Options = dict[str, Value]
 Kind = Literal["model", "stems", "stem", "choice", "int", "float"]
 LIMITS_ENV = "STEMKUBE_LIMITS"

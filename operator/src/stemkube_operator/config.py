@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
-from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
+from stemkube_contract.options import (
+    DEFAULT_PRECISION,
+    LIMITS_ENV,
+    PRECISION_ENV,
+    PRECISIONS,
+    Limits,
+    parse_limits,
+)
 
 
 class ConfigError(ValueError):
@@ -42,6 +49,7 @@ class OperatorConfig:
     # The models this deployment serves, and its limits on the costly options.
     models: Catalog = field(default_factory=Catalog)
     limits: Limits = field(default_factory=Limits)
+    precision: str = DEFAULT_PRECISION  # the separator's --precision, for every Job
     backoff_limit: int = 3
     active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 86400
@@ -94,6 +102,13 @@ def _limits(env: Mapping[str, str]) -> Limits:
         raise ConfigError(str(exc)) from None
 
 
+def _precision(env: Mapping[str, str]) -> str:
+    value = env.get(PRECISION_ENV) or DEFAULT_PRECISION
+    if value not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, not {value!r}")
+    return value
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     env = os.environ if env is None else env
     defaults = OperatorConfig()
@@ -121,6 +136,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         or ("/models" if env.get("STEMKUBE_MODEL_CACHE_CLAIM") else None),
         models=_models(env),
         limits=_limits(env),
+        precision=_precision(env),
         backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
         active_deadline_seconds=_int(
             env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1

@@ -33,6 +33,7 @@ def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
         f"s3://{source['bucket']}/{source['key']}",
         f"s3://{target['bucket']}/{target['key']}",
         *catalogue.separator_args(options, config.models),
+        f"--precision={config.precision}",
         f"--progress-cr={meta['namespace']}/{meta['name']}",
         f"--job-id={meta['name']}",
     ]

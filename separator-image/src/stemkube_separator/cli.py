@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from stemkube_separator import exitcodes, logs, options, pipeline, progress
 from stemkube_separator.errors import SeparatorError
+from stemkube_separator.stages import FINISH, IMPORT, SETUP, Stages
 
 log = logging.getLogger("stemkube_separator")
 
@@ -52,6 +53,10 @@ def exit_now(code: int) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """The program; with ``argv`` None it is the process itself (the console script or
     ``python -m``) and exits through ``exit_now`` instead of returning."""
+    # The process's own clock, from its start: the imports above are the first stage.
+    stages = Stages.since_process_start() if argv is None else Stages()
+    if argv is None:
+        stages.lap(IMPORT)
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ
     parser = options.build_parser(env)
@@ -77,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code, reason = exitcodes.OK, ""
     try:
         log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
-        pipeline.run(opts, env, reporter)
+        stages.lap(SETUP)
+        pipeline.run(opts, env, reporter, stages)
     except SeparatorError as exc:
         code, reason = exc.exit_code, str(exc)
     except Terminated:
@@ -90,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code != exitcodes.OK:
         log.error(one_line(reason), extra={"exit_code": code})
         write_termination_log(opts.termination_log, reason)
+    stages.lap(FINISH)
+    # The last line: every second since the process started, by stage (what follows is
+    # flushing this line and exiting).
+    log.info(
+        "finished in %.2f s",
+        stages.wall(),
+        extra={"timings": stages.timings(), "wall": round(stages.wall(), 3), "exit_code": code},
+    )
     if argv is None:
         exit_now(code)
     return code

@@ -17,6 +17,8 @@ from stemkube_contract.models import DEFAULT_MODEL, Catalog
 Format = Literal["mp3", "wav", "flac"]
 Depth = Literal["16", "24", "32f"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+PRECISIONS = cast(tuple[Precision, ...], catalogue.PRECISIONS)
 
 DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -51,6 +53,7 @@ class Options:
     overlap: float = _OVERLAP
     segment: float | None = None  # seconds; None: the model's own
     device: Device = "auto"
+    precision: Precision = "auto"
     progress_cr: tuple[str, str] | None = None  # (namespace, name)
     progress_file: str | None = None
     max_duration: float = DEFAULT_MAX_DURATION
@@ -103,6 +106,13 @@ def build_parser(env: Mapping[str, str]) -> _Parser:
         help=f"LAME -q: 0 slowest ... 9 fastest (default {DEFAULT_MP3_QUALITY})",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=catalogue.DEFAULT_PRECISION,
+        help="the model's arithmetic: auto (TF32 on a GPU that has it, else fp32), fp32, tf32 "
+        "(fp32 on a CPU), bf16 or fp16 (autocast; fp16 needs a GPU); stems are float32 anyway",
+    )
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress-cr", type=_cr, metavar="NAMESPACE/NAME")
     progress.add_argument(
@@ -164,6 +174,7 @@ def parse(
         overlap=ns.overlap,
         segment=ns.segment,
         device=ns.device,
+        precision=ns.precision,
         progress_cr=ns.progress_cr,
         progress_file=ns.progress_file,
         max_duration=ns.max_duration,

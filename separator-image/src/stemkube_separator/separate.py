@@ -8,9 +8,10 @@ alone holds four stems of the whole song, twice, while it sums its shifts) and l
 of one chunk be encoded while the next is separated.
 """
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +137,13 @@ def separate(
     segment: float | None,
     on_fraction: Callable[[float], None],
     chunk_seconds: float = CHUNK_SECONDS,
-) -> Iterator[torch.Tensor]:
+    autocast: torch.dtype | None = None,
+) -> Generator[torch.Tensor, None, None]:
     """Every source of ``model`` for ``audio`` (float32, shape (2, n)), as consecutive blocks
-    of shape (sources, 2, block) in time order that together cover the song.
+    of shape (sources, 2, block) in time order that together cover the song, float32.
+
+    ``autocast``: run the model under ``torch.autocast`` in this dtype (bf16, fp16); Demucs
+    sums the segments into float32 tensors, and the blocks are float32 whatever it is.
 
     The song stays in host memory and only each segment moves to the device, so GPU memory
     does not grow with the song. ``audio`` is normalised in place, as Demucs's command line
@@ -170,17 +175,19 @@ def separate(
         ) -> None:
             on_fraction((before + counter.event(info) * size) / total)
 
-        estimates = apply_model(
-            model,
-            audio[None, :, chunk.start : chunk.end],
-            shifts=shifts,
-            split=True,
-            overlap=overlap,
-            progress=False,
-            device=device,
-            segment=segment,
-            callback=report,
-        )[0]
+        with _autocast(device, autocast):
+            estimates = apply_model(
+                model,
+                audio[None, :, chunk.start : chunk.end],
+                shifts=shifts,
+                split=True,
+                overlap=overlap,
+                progress=False,
+                device=device,
+                segment=segment,
+                callback=report,
+            )[0]
+        estimates = estimates.float()  # a no-op when it already is
         done += size
         if tail is not None:
             estimates[..., : tail.shape[-1]] = crossfade(tail, estimates[..., : tail.shape[-1]])
@@ -196,6 +203,12 @@ def separate(
         # (the allocator keeps it otherwise), so one chunk's stems at most are resident.
         del estimates, block
         allocator.release_free_memory()
+
+
+def _autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def pick(

@@ -18,7 +18,7 @@ from stemkube_api.jobs import (
 from stemkube_contract import exitcodes
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog
-from stemkube_contract.options import Options
+from stemkube_contract.options import DEFAULT_PRECISION, Options
 from stemkube_contract.timefmt import human_duration
 
 SIGNALS = {9: "SIGKILL", 15: "SIGTERM", 6: "SIGABRT", 11: "SIGSEGV"}
@@ -92,6 +92,7 @@ def separator_command(
     termination_log: Path,
     model_repo: Path | None,
     models: Catalog,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[str]:
     """``stemkube-separate`` for a job: the same options the operator gives a Job's pod, from
     the same catalogue."""
@@ -100,6 +101,7 @@ def separator_command(
         str(input_path),
         str(output_path),
         *catalogue.separator_args(row.options, models),
+        f"--precision={precision}",
         f"--progress-file={progress_file}",
         f"--termination-log={termination_log}",
         f"--job-id={row.job_id}",

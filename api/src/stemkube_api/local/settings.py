@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stemkube_contract.models import Catalog
+from stemkube_contract.options import DEFAULT_PRECISION
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 3
@@ -52,6 +53,7 @@ class LocalSettings:
     # The models served; its default is the model of uploads that name none.
     models: Catalog = field(default_factory=Catalog)
     model_repo: Path | None = None
+    precision: str = DEFAULT_PRECISION  # the separator's --precision
     ttl: datetime.timedelta = datetime.timedelta(seconds=DEFAULT_TTL_SECONDS)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     expiry_interval: float = 60.0  # seconds between two looks for expired jobs

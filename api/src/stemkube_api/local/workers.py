@@ -212,6 +212,7 @@ class Workers:
             termination_log(workdir),
             self.settings.model_repo,
             self.settings.models,
+            self.settings.precision,
         )
         env = dict(os.environ)
         if self.settings.gpus:
