@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.harness import procs
 from tests.harness.controlplane import start_control_plane
 from tests.harness.images import IMAGES, StandIn
@@ -33,7 +34,6 @@ from tests.harness.podrunner import PodRunner
 from tests.harness.stemkube import CRD_PATH
 from tests.harness.tools import tool
 
-GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
 NAMESPACE = "bench"
 JOBS = int(os.environ.get("BENCH_JOBS", "100"))
 FINISHED = int(os.environ.get("BENCH_FINISHED", "1000"))

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from kubernetes import client
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.e2e.conftest import Release, running_pod
 from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
-from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -24,13 +24,13 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from stemkube_separator.exitcodes import INVALID_INPUT
 from tests.e2e.conftest import BUILT, docker, image_readable_model_repo
 from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
-from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -29,11 +29,11 @@ import httpx
 import pytest
 from kubernetes import client, config
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.e2e.conftest import CHART, TAG, docker, image_readable_model_repo, run
 from tests.harness.api import mp3_song
 from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.minio import MinioServer, start_minio
-from tests.harness.stemkube import GROUP, PLURAL, VERSION
 from tests.harness.tools import REPO_ROOT, tool
 from tests.harness.waiting import wait_for
 

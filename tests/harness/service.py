@@ -15,10 +15,11 @@ from typing import Any, Protocol
 import pytest
 from kubernetes import client
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.harness.api import ApiFactory, ApiServer, launch_api
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
-from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+from tests.harness.stemkube import OperatorFactory
 
 BACKENDS = ("kubernetes", "local")
 

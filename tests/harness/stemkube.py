@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from stemkube_contract.models import DEFAULT_MODEL, MODELS_ENV, PRETRAINED, Catalog, Model
+from stemkube_contract.resource import GROUP, PLURAL
 from tests.harness import procs
 from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.fixtures import Cluster, kubectl
@@ -24,7 +25,6 @@ CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
 SEPARATOR_IMAGE = "stemkube/separator:dev"
 STORAGE_SECRET = "stemkube-storage"
 SEPARATOR_ACCOUNT = "stemkube-separator"
-GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
 
 
 @pytest.fixture(scope="session")

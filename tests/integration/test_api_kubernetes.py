@@ -9,11 +9,12 @@ import httpx
 import pytest
 from kubernetes import client
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.harness.api import ApiFactory, mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
-from tests.harness.stemkube import GROUP, PLURAL, VERSION, OperatorFactory
+from tests.harness.stemkube import OperatorFactory
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration

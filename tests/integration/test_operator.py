@@ -17,11 +17,12 @@ from minio import Minio
 from minio.error import S3Error
 
 from stemkube_contract.models import FOUR_STEMS, Model
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
-from tests.harness.stemkube import GROUP, PLURAL, TIER_MODELS, VERSION, OperatorFactory
+from tests.harness.stemkube import TIER_MODELS, OperatorFactory
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client, watch
 from minio.error import S3Error
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from stemkube_separator import exitcodes, storage
 from stemkube_separator.errors import TransientError
 from stemkube_separator.locations import S3Object
@@ -24,7 +25,6 @@ from tests.harness.separator_fixtures import (
     run_separator,
     zip_members,
 )
-from tests.harness.stemkube import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.integration
 

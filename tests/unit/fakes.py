@@ -15,7 +15,7 @@ from stemkube_api.interfaces import (
     TooLargeError,
     UnavailableError,
 )
-from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key, stems_for
+from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog
 
@@ -124,7 +124,7 @@ class MemoryBackend:
             created_at=NOW,
             progress=0,
             options=catalogue.effective(job.request, MODELS),
-            stems=stems_for(catalogue.effective(job.request, MODELS), MODELS),
+            stems=catalogue.stems_of(job.request, MODELS),
             input_key=job.input_key,
             result_key=result_key(job.job_id),
         )

@@ -18,7 +18,6 @@ from stemkube_api.jobs import (
     result_key,
     status_of,
     stem_download_name,
-    stems_for,
     valid_job_id,
     zip_download_name,
 )
@@ -170,7 +169,7 @@ MODELS = Catalog()
 
 
 def _stems(request: catalogue.Options) -> list[str]:
-    return stems_for(catalogue.effective(request, MODELS), MODELS)
+    return catalogue.stems_of(request, MODELS)
 
 
 def test_no_options_means_the_defaults() -> None:
@@ -212,7 +211,7 @@ def test_a_deployments_models_and_limits_apply() -> None:
 
 
 def _stems_of(request: catalogue.Options, models: Catalog) -> list[str]:
-    return stems_for(catalogue.effective(request, models), models)
+    return catalogue.stems_of(request, models)
 
 
 @pytest.mark.parametrize(

@@ -145,19 +145,7 @@ class JobRecord:
 def options_of(spec: dict[str, Any], models: Catalog) -> Options:
     """A spec's options with the defaults filled in; what no longer reads as an option (a CR
     written by hand, a field of an older version) is left to its default."""
-    given: Options = {}
-    for option in catalogue.CATALOGUE:
-        if option.cr in spec:
-            try:
-                given[option.name] = option.check(spec[option.cr])
-            except catalogue.OptionError:
-                continue
-    return catalogue.effective(given, models)
-
-
-def stems_for(options: Options, models: Catalog) -> list[str]:
-    model = models.get(str(options["model"]))
-    return catalogue.stems_of(options, model.sources if model else ())
+    return catalogue.effective(catalogue.from_spec(spec, lenient=True), models)
 
 
 def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobRecord:
@@ -184,7 +172,7 @@ def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobReco
         created_at=created,
         progress=int(status.get("progress") or (100 if word == COMPLETED else 0)),
         options=options,
-        stems=list(result.get("stems") or stems_for(options, models)),
+        stems=list(result.get("stems") or catalogue.stems_of(options, models)),
         started_at=parse_time(status.get("startTime")),
         completed_at=parse_time(status.get("completionTime")),
         duration=status.get("duration"),

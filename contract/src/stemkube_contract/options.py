@@ -407,16 +407,18 @@ def to_spec(options: Mapping[str, Value]) -> dict[str, Any]:
     return {BY_NAME[name].cr: BY_NAME[name].to_cr(value) for name, value in options.items()}
 
 
-def from_spec(spec: Mapping[str, Any]) -> Options:
+def from_spec(spec: Mapping[str, Any], lenient: bool = False) -> Options:
     """A SeparationJob spec -> its options (the spec's input, output and scheduling fields are
-    not options). A value of the wrong type is an OptionError naming the spec's field."""
+    not options). A value of the wrong type is an OptionError naming the spec's field, or with
+    ``lenient`` left to its default (reading what a CR holds, rather than admitting it)."""
     options: Options = {}
     for option in CATALOGUE:
         if option.cr in spec and spec[option.cr] is not None:
             try:
                 options[option.name] = option.check(spec[option.cr])
             except OptionError as exc:
-                raise OptionError(option.name, f"spec.{option.cr}: {exc.message}") from None
+                if not lenient:
+                    raise OptionError(option.name, f"spec.{option.cr}: {exc.message}") from None
     return options
 
 
@@ -426,12 +428,16 @@ def separator_args(options: Mapping[str, Value], models: Catalog) -> list[str]:
     return [f"{o.flag}={o.text(full[o.name])}" for o in CATALOGUE if o.name in full]
 
 
-def stems_of(options: Mapping[str, Value], sources: Sequence[str]) -> list[str]:
-    """The stems the result holds, given the model's ``sources``."""
+def stems_of(options: Mapping[str, Value], models: Catalog) -> list[str]:
+    """The stems a job's result holds: its stems or two stems, else its model's sources (none
+    for a model the deployment does not serve)."""
+    model = models.get(str(effective(options, models)["model"]))
     stems = options.get("stems")
     two = options.get("two_stems")
     return output_stems(
-        sources, tuple(stems) if isinstance(stems, tuple) else None, str(two) if two else None
+        model.sources if model else (),
+        tuple(stems) if isinstance(stems, tuple) else None,
+        str(two) if two else None,
     )
 
 

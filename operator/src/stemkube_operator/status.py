@@ -34,9 +34,7 @@ class Observed:
 
 
 def output_stems(spec: dict[str, Any], models: Catalog) -> list[str]:
-    options = catalogue.effective(catalogue.from_spec(spec), models)
-    model = models.get(str(options["model"]))
-    return catalogue.stems_of(options, model.sources if model else ())
+    return catalogue.stems_of(catalogue.from_spec(spec, lenient=True), models)
 
 
 def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:

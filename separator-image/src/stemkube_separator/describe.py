@@ -8,21 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml  # Demucs's own dependency: its bags are YAML
-
 from stemkube_contract import exitcodes
+from stemkube_separator.weights import bag_members
 
 
 def names_in(folder: Path) -> list[str]:
     """Bags (``<name>.yaml``), then single models (``<sig>-<hash>.th``) that no bag names."""
     bags = sorted(p.stem for p in folder.glob("*.yaml"))
-    in_bags: set[str] = set()
-    for bag in bags:
-        try:
-            members = (yaml.safe_load((folder / f"{bag}.yaml").read_text()) or {}).get("models")
-        except (yaml.YAMLError, AttributeError):
-            continue
-        in_bags |= {str(m) for m in members or ()}
+    in_bags = {sig for bag in bags for sig in bag_members(folder / f"{bag}.yaml")}
     singles = sorted({p.name.split("-", 1)[0] for p in folder.glob("*.th")} - in_bags - set(bags))
     return bags + singles
 

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
+
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "stemkube.io", "v1alpha1", "separationjobs"
 MIN_INTERVAL = 1.0  # seconds between two writes
 FINAL_WAIT = 10.0  # how long close() waits for the last write
 

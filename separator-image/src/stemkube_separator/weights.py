@@ -44,12 +44,18 @@ def _hub_files(remote: Path) -> dict[str, str]:
     return files
 
 
+def bag_members(path: Path) -> list[str]:
+    """The signatures a Demucs bag (``<name>.yaml``) names; none where it cannot be read."""
+    try:
+        members = (yaml.safe_load(path.read_text()) or {}).get("models") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    return [str(m) for m in members]
+
+
 def _bag(remote: Path, name: str) -> list[str]:
     path = remote / f"{name}.yaml"
-    if not path.is_file():
-        return [name]
-    members = (yaml.safe_load(path.read_text()) or {}).get("models") or []
-    return [str(m) for m in members]
+    return bag_members(path) if path.is_file() else [name]
 
 
 def torch_hub_checkpoints(env: Mapping[str, str]) -> Path:

@@ -13,7 +13,6 @@ from stemkube_api.jobs import (
     PROCESSING,
     JobRecord,
     result_key,
-    stems_for,
 )
 from stemkube_contract import exitcodes
 from stemkube_contract import options as catalogue
@@ -71,7 +70,7 @@ def record_of(row: JobRow, models: Catalog) -> JobRecord:
         created_at=row.created_at,
         progress=100 if row.status == COMPLETED else row.progress,
         options=catalogue.effective(row.options, models),
-        stems=stems_for(row.options, models),
+        stems=catalogue.stems_of(row.options, models),
         input_key=row.input_key,
         result_key=row.result_key,
         started_at=row.started_at,
