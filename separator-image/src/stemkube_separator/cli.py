@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
+from stemkube_contract.batch import SERVE_FLAG
 from stemkube_separator import exitcodes, logs, options, pipeline, progress
 from stemkube_separator.errors import SeparatorError
 from stemkube_separator.stages import FINISH, IMPORT, SETUP, Stages
@@ -58,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         stages.lap(IMPORT)
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == [SERVE_FLAG]:  # local mode's long-lived worker: many runs, one process
+        from stemkube_separator import serve
+
+        code = serve.main(args[1:])
+        if argv is None:
+            exit_now(code)
+        return code
     env = os.environ
     parser = options.build_parser(env)
 

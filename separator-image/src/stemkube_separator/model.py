@@ -44,6 +44,20 @@ def load(name: str, repo: str | None) -> AnyModel:
     return model
 
 
+class Loaded:
+    """The models a long-lived process (a batch, local mode's worker) has loaded, by name and
+    folder: the second song of a model pays nothing for its weights. A single run uses one."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str | None], AnyModel] = {}
+
+    def get(self, name: str, repo: str | None) -> AnyModel:
+        key = (name, repo)
+        if key not in self.models:
+            self.models[key] = load(name, repo)
+        return self.models[key]
+
+
 def max_segment(model: AnyModel) -> float:
     """The longest segment (seconds) the model accepts: a transformer model cannot look
     further than it was trained on."""

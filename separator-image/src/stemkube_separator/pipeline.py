@@ -169,9 +169,11 @@ def run(
     env: Mapping[str, str],
     reporter: progress.Reporter,
     stages: Stages | None = None,
+    loaded: model.Loaded | None = None,
 ) -> None:
     """The separation, its time given to ``stages`` from ``load_model`` to ``store`` (the
-    caller laps ``finish`` once the reporter is closed)."""
+    caller laps ``finish`` once the reporter is closed). ``loaded``: the models a long-lived
+    process keeps between songs (none: this run loads its own)."""
     stages = stages or Stages()
     source, target = parse_location(opts.input), parse_location(opts.output)
     s3_settings = s3.S3Settings.from_env(env) if "s3://" in (opts.input + opts.output) else None
@@ -185,7 +187,7 @@ def run(
     device = model.resolve_device(opts.device)
     precision = model.resolve_precision(opts.precision, device)
     autocast = model.apply_precision(precision, device)
-    separator = model.load(opts.model, opts.model_repo)
+    separator = (loaded or model.Loaded()).get(opts.model, opts.model_repo)
     model.check_segment(separator, opts.segment)
     stems = separate.plan_stems(separator.sources, opts.stems, opts.two_stems)
     log.info(
