@@ -47,8 +47,17 @@ def test_lint_is_clean() -> None:
             "--set=storage.external.existingSecret=s3-credentials",
             "--set=operator.watchNamespaces={*}",
         ],
+        # The GPU-sharing examples the README points to, as a user would install them.
+        [f"--values={CHART / 'examples' / 'values-mig.yaml'}"],
+        [f"--values={CHART / 'examples' / 'values-time-sliced.yaml'}"],
     ],
-    ids=["defaults", "everything-on", "external-storage-all-namespaces"],
+    ids=[
+        "defaults",
+        "everything-on",
+        "external-storage-all-namespaces",
+        "example-mig",
+        "example-time-sliced",
+    ],
 )
 def test_rendered_chart_passes_server_side_dry_run(
     cluster: Cluster, namespace: str, separation_crd: None, values: list[str]

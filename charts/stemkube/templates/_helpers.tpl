@@ -78,3 +78,9 @@ capabilities: {drop: [ALL]}
 - name: STEMKUBE_LIMITS
   value: {{ .Values.limits | default dict | toJson | quote }}
 {{- end -}}
+
+{{/* A CPU quantity (2, 1.5, "500m") in millicores, to compare a limit with a request. */}}
+{{- define "stemkube.millicores" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "m" $q -}}{{ trimSuffix "m" $q | atoi }}{{- else -}}{{ round (mulf (float64 $q) 1000) 0 | int }}{{- end -}}
+{{- end -}}

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
 from stemkube_contract.options import (
     DEFAULT_PRECISION,
@@ -30,6 +31,8 @@ class OperatorConfig:
     gpu_resource: str = "nvidia.com/gpu"
     gpu_count: int = 1
     cpu_request: str = "2"
+    # None: no CPU limit. With one, the separator sizes its threads to it (several pods per GPU).
+    cpu_limit: str | None = None
     memory_request: str = "8Gi"
     memory_limit: str | None = None
     shm_size: str = "2Gi"
@@ -54,6 +57,8 @@ class OperatorConfig:
     active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 86400
     max_running: int = 0  # 0: no limit
+    # Up to this many waiting SeparationJobs of one batch key share a Job (1: never).
+    batch_max_per_job: int = DEFAULT_MAX_PER_JOB
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     expiry_interval_seconds: float = 30.0  # how often finished jobs are checked for their TTL
 
@@ -109,6 +114,13 @@ def _precision(env: Mapping[str, str]) -> str:
     return value
 
 
+def _batch_max(env: Mapping[str, str]) -> int:
+    try:
+        return parse_max_per_job(env.get(MAX_PER_JOB_ENV))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     env = os.environ if env is None else env
     defaults = OperatorConfig()
@@ -121,6 +133,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         gpu_resource=env.get("STEMKUBE_GPU_RESOURCE", defaults.gpu_resource),
         gpu_count=_int(env, "STEMKUBE_GPU_COUNT", defaults.gpu_count),
         cpu_request=env.get("STEMKUBE_CPU_REQUEST", defaults.cpu_request),
+        cpu_limit=env.get("STEMKUBE_CPU_LIMIT") or None,
         memory_request=env.get("STEMKUBE_MEMORY_REQUEST", defaults.memory_request),
         memory_limit=env.get("STEMKUBE_MEMORY_LIMIT") or None,
         shm_size=env.get("STEMKUBE_SHM_SIZE", defaults.shm_size),
@@ -145,6 +158,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
             env, "STEMKUBE_TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished
         ),
         max_running=_int(env, "STEMKUBE_MAX_RUNNING", defaults.max_running),
+        batch_max_per_job=_batch_max(env),
         namespaces=_list(env, "STEMKUBE_NAMESPACES"),
         expiry_interval_seconds=float(
             _int(env, "STEMKUBE_EXPIRY_INTERVAL_SECONDS", int(defaults.expiry_interval_seconds), 1)

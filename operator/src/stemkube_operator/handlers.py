@@ -6,11 +6,12 @@ missed, and how a queued job notices a free slot). Finished ones are left to exp
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import kopf
 
+from stemkube_contract.batch import MEMBERS_ANNOTATION, decode_members
 from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
 from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
 from stemkube_operator.status import TERMINAL
@@ -69,18 +70,49 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 def separation_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """Every SeparationJob's metadata and status, kept current by the watch: the admission
     queue reads it instead of listing the cluster on every sync."""
-    cr = {"metadata": dict(body.metadata), "status": dict(body.status)}
+    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     phase = cr["status"].get("phase")
     if phase:
         _runtime(memo).phases.observe(body.metadata["uid"], phase)
     return {(body.metadata["namespace"], body.metadata["name"]): cr}
 
 
+@kopf.index("batch", "v1", "jobs", annotations={MEMBERS_ANNOTATION: kopf.PRESENT})
+def batch_jobs(body: kopf.Body, **_: Any) -> dict[str, str]:
+    """Member uid -> its batch Job's name: after a restart, a member whose status does not
+    name its Job yet still finds it (Kopf fills its indexes before any handler runs)."""
+    members = decode_members(body.metadata.annotations.get(MEMBERS_ANNOTATION))
+    return {member.uid: body.metadata["name"] for member in members}
+
+
+def _batch_lookup(kwargs: dict[str, Any]) -> Callable[[str], str | None]:
+    index = kwargs["batch_jobs"]
+
+    def batch_of(uid: str) -> str | None:
+        return next(iter(list(index.get(uid, []))), None)
+
+    return batch_of
+
+
 def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, Any]) -> None:
     # Kopf hands an index to every handler as a keyword named after the index function.
     index = kwargs["separation_jobs"]
     if namespace and name:
-        reconcile(_runtime(memo), namespace, name, lambda: _everyone(index), _post)
+        reconcile(
+            _runtime(memo),
+            namespace,
+            name,
+            lambda: _everyone(index),
+            _post,
+            _batch_lookup(kwargs),
+        )
+
+
+def _names(body: kopf.Body) -> list[str]:
+    """The SeparationJobs a Job or pod works for: a batch's members, else its one owner."""
+    annotations = body.metadata.annotations
+    members = decode_members(annotations.get(MEMBERS_ANNOTATION))
+    return [m.name for m in members] or [annotations.get(NAME_ANNOTATION, "")]
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
@@ -96,12 +128,14 @@ def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})
 def on_job(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    _sync(memo, namespace, body.metadata.annotations.get(NAME_ANNOTATION), kwargs)
+    for name in _names(body):
+        _sync(memo, namespace, name, kwargs)
 
 
 @kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
 def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    _sync(memo, namespace, body.metadata.annotations.get(NAME_ANNOTATION), kwargs)
+    for name in _names(body):
+        _sync(memo, namespace, name, kwargs)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=10, backoff=3)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from stemkube_contract import exitcodes
+from stemkube_contract import batch, exitcodes
 from stemkube_contract import options as catalogue
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.resource import (
@@ -21,27 +21,56 @@ RUN_AS = 10001  # the separator image's non-root user
 MODEL_MOUNT = "/models"  # where the model weights cache volume is mounted
 
 
-def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
-    """The separator's command line (after its entrypoint) for this SeparationJob: the objects,
-    every option (the contract's flags, defaults filled in), progress and where the weights
-    are."""
-    spec = cr["spec"]
-    meta = cr["metadata"]
-    source, target = spec["input"], spec["output"]
-    options = catalogue.from_spec(spec)
-    args = [
-        f"s3://{source['bucket']}/{source['key']}",
-        f"s3://{target['bucket']}/{target['key']}",
-        *catalogue.separator_args(options, config.models),
+def _shared_args(spec: dict[str, Any], config: OperatorConfig) -> list[str]:
+    """Every option (the contract's flags, defaults filled in) and the deployment's precision:
+    what the members of a batch share."""
+    return [
+        *catalogue.separator_args(catalogue.from_spec(spec), config.models),
         f"--precision={config.precision}",
-        f"--progress-cr={meta['namespace']}/{meta['name']}",
-        f"--job-id={meta['name']}",
     ]
+
+
+def _repo_args(spec: dict[str, Any], config: OperatorConfig) -> list[str]:
+    options = catalogue.from_spec(spec)
     model = config.models.get(str(options.get("model", config.models.default)))
     repo = (model.repo if model else None) or config.model_repo
-    if repo:
-        args.append(f"--model-repo={repo}")
-    return args
+    return [f"--model-repo={repo}"] if repo else []
+
+
+def _url(ref: dict[str, Any]) -> str:
+    return f"s3://{ref['bucket']}/{ref['key']}"
+
+
+def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
+    """The separator's command line (after its entrypoint) for this SeparationJob: the objects,
+    every option, progress and where the weights are."""
+    spec = cr["spec"]
+    meta = cr["metadata"]
+    return [
+        _url(spec["input"]),
+        _url(spec["output"]),
+        *_shared_args(spec, config),
+        f"--progress-cr={meta['namespace']}/{meta['name']}",
+        f"--job-id={meta['name']}",
+        *_repo_args(spec, config),
+    ]
+
+
+def batch_args(members: list[dict[str, Any]], config: OperatorConfig) -> list[str]:
+    """The command line of a batch: the options once (the members' specs differ only in their
+    objects), then one ``--item`` per member, in order."""
+    spec = members[0]["spec"]
+    items = [
+        arg
+        for cr in members
+        for arg in batch.item_args(
+            _url(cr["spec"]["input"]),
+            _url(cr["spec"]["output"]),
+            cr["metadata"]["namespace"],
+            cr["metadata"]["name"],
+        )
+    ]
+    return [*_shared_args(spec, config), *_repo_args(spec, config), *items]
 
 
 def _env(config: OperatorConfig) -> list[dict[str, Any]]:
@@ -71,6 +100,8 @@ def _resources(config: OperatorConfig) -> dict[str, Any]:
     limits: dict[str, str] = {}
     if config.memory_limit:
         limits["memory"] = config.memory_limit
+    if config.cpu_limit:
+        limits["cpu"] = config.cpu_limit
     if config.gpu_count > 0:
         # Extended resources are set in limits (requests default to them and may not differ).
         limits[config.gpu_resource] = str(config.gpu_count)
@@ -209,3 +240,33 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
         },
         "spec": job_spec,
     }
+
+
+def build_batch_job(members: list[dict[str, Any]], config: OperatorConfig) -> dict[str, Any]:
+    """One Job for several SeparationJobs of one batch key (``members[0]`` leads: the Job has
+    its name and labels). Every member owns it, so it goes when the last of them does; no
+    member controls it. The deadline is the members' one each, added up."""
+    if len(members) == 1:
+        return build_job(members[0], config)
+    leader = members[0]
+    job = build_job(leader, config)
+    listed = batch.encode_members(
+        [batch.Member(cr["metadata"]["name"], cr["metadata"]["uid"]) for cr in members]
+    )
+    job["metadata"]["annotations"][batch.MEMBERS_ANNOTATION] = listed
+    template = job["spec"]["template"]
+    template["metadata"]["annotations"][batch.MEMBERS_ANNOTATION] = listed
+    template["spec"]["containers"][0]["args"] = batch_args(members, config)
+    job["spec"]["activeDeadlineSeconds"] *= len(members)
+    job["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": cr["metadata"]["name"],
+            "uid": cr["metadata"]["uid"],
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+        for cr in members
+    ]
+    return job

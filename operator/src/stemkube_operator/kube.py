@@ -73,6 +73,7 @@ class Kube:
         return existing
 
     def list_pods(self, namespace: str, owner_uid: str) -> list[dict[str, Any]]:
+        """The pods of the Job whose (leading) SeparationJob has ``owner_uid``."""
         response = self._core.list_namespaced_pod(
             namespace, label_selector=f"{UID_LABEL}={owner_uid}", _preload_content=False
         )

@@ -18,6 +18,11 @@ RUNNING_SECONDS = Histogram(
 )
 FAILURES = Counter("stemkube_separation_failures_total", "Failed separations by reason", ["reason"])
 JOBS_CREATED = Counter("stemkube_jobs_created_total", "batch/v1 Jobs created for separations")
+BATCH_SIZE = Histogram(
+    "stemkube_job_separations",
+    "SeparationJobs per created Job (more than 1: a batch)",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
 
 
 class PhaseCounts:

@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemkube_contract import batch, exitcodes
 from stemkube_operator import metrics
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
-from stemkube_operator.jobspec import build_job
+from stemkube_operator.jobspec import build_batch_job
 from stemkube_operator.kube import Kube
-from stemkube_operator.queue import Entry, queue_position
-from stemkube_operator.resource import job_name
+from stemkube_operator.queue import Entry, companions, queue_position
+from stemkube_operator.resource import UID_LABEL, job_name
 from stemkube_operator.status import (
     COMPLETED,
     FAILED,
@@ -48,24 +49,85 @@ class Runtime:
     storage: Storage
     phases: metrics.PhaseCounts = field(default_factory=metrics.PhaseCounts)
     admission: threading.Lock = field(default_factory=threading.Lock)
-    # Jobs this process created whose SeparationJob's status may not say so yet.
-    admitted: set[str] = field(default_factory=set)
+    # uid -> Job name, for the Jobs this process created whose SeparationJobs' status may not
+    # say so yet.
+    admitted: dict[str, str] = field(default_factory=dict)
 
 
-def entry_of(cr: dict[str, Any], admitted: set[str]) -> Entry:
+# (uid) -> the batch Job that names it as a member, if any (the operator's index of Jobs).
+BatchLookup = Callable[[str], str | None]
+
+
+def _no_batch(uid: str) -> str | None:
+    return None
+
+
+def entry_of(cr: dict[str, Any], admitted: dict[str, str], batch_of: BatchLookup) -> Entry:
     meta, status = cr["metadata"], cr.get("status") or {}
+    uid = meta["uid"]
     return Entry(
-        uid=meta["uid"],
+        uid=uid,
         created=meta.get("creationTimestamp") or "",
         name=meta["name"],
         namespace=meta["namespace"],
         finished=status.get("phase") in TERMINAL,
-        admitted=bool(status.get("jobName")) or meta["uid"] in admitted,
+        job=status.get("jobName") or admitted.get(uid) or batch_of(uid),
+        key=batch.batch_key(meta["namespace"], cr.get("spec") or {}),
     )
 
 
 def _owned_by(job: dict[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+
+
+def _joining(rt: Runtime, entries: list[Entry], uid: str) -> list[dict[str, Any]]:
+    """The waiting SeparationJobs that join this one's Job, read afresh: one deleted or refused
+    since the index saw it stays out."""
+    config = rt.config
+    found = []
+    for entry in companions(uid, entries, config.max_running, config.batch_max_per_job):
+        other = rt.kube.read_separation_job(entry.namespace, entry.name)
+        if other is None or other["metadata"].get("deletionTimestamp"):
+            continue
+        if other["metadata"]["uid"] != entry.uid or (other.get("status") or {}).get("jobName"):
+            continue
+        if refusal(other["spec"], config.models, config.limits) is not None:
+            continue
+        found.append(other)
+    return found
+
+
+def _admit(
+    rt: Runtime,
+    cr: dict[str, Any],
+    everyone: Callable[[], Iterable[dict[str, Any]]],
+    batch_of: BatchLookup,
+) -> tuple[int | None, dict[str, Any] | None]:
+    """(how many are ahead of it, None) while it waits; (None, its new Job) once it may run,
+    with the separations that join it when there is a backlog."""
+    uid = cr["metadata"]["uid"]
+    with rt.admission:
+        entries = [entry_of(other, rt.admitted, batch_of) for other in everyone()]
+        ahead = queue_position(uid, entries, rt.config.max_running)
+        if ahead is not None:
+            return ahead, None
+        members = [cr, *_joining(rt, entries, uid)]
+        job = rt.kube.create_job(build_batch_job(members, rt.config))
+        name = job["metadata"]["name"]
+        if uid not in rt.admitted:
+            metrics.JOBS_CREATED.inc()
+            metrics.BATCH_SIZE.observe(len(members))
+        for member in members:
+            rt.admitted[member["metadata"]["uid"]] = name
+        if len(members) > 1:
+            log.info(
+                "job %s/%s runs %d separations: %s",
+                cr["metadata"]["namespace"],
+                name,
+                len(members),
+                ", ".join(m["metadata"]["name"] for m in members),
+            )
+        return None, job
 
 
 def reconcile(
@@ -74,6 +136,7 @@ def reconcile(
     name: str,
     everyone: Callable[[], Iterable[dict[str, Any]]],
     post_event: EventPoster,
+    batch_of: BatchLookup = _no_batch,
 ) -> None:
     cr = rt.kube.read_separation_job(namespace, name)
     if cr is None or cr["metadata"].get("deletionTimestamp"):
@@ -82,7 +145,10 @@ def reconcile(
     if old.get("phase") in TERMINAL:
         return
     uid = cr["metadata"]["uid"]
-    job = rt.kube.read_job(namespace, job_name(name))
+    # Its Job: the one its status names, the one this process just gave it, a batch that
+    # names it (an operator that died before writing the status), else its own.
+    wanted = old.get("jobName") or rt.admitted.get(uid) or batch_of(uid) or job_name(name)
+    job = rt.kube.read_job(namespace, wanted)
     if job is not None and not _owned_by(job, uid):
         # A Job left by an earlier SeparationJob of the same name; the garbage collector is
         # removing it. Ours is created on a later sync.
@@ -94,23 +160,17 @@ def reconcile(
     if job is None:
         refused = refusal(cr["spec"], rt.config.models, rt.config.limits)
     if job is None and refused is None:
-        with rt.admission:
-            entries = [entry_of(other, rt.admitted) for other in everyone()]
-            queued_ahead = queue_position(uid, entries, rt.config.max_running)
-            if queued_ahead is None:
-                job = rt.kube.create_job(build_job(cr, rt.config))
-                just_created = True
-                if uid not in rt.admitted:
-                    metrics.JOBS_CREATED.inc()
-                rt.admitted.add(uid)
+        queued_ahead, job = _admit(rt, cr, everyone, batch_of)
+        just_created = job is not None
     # A Job created a moment ago has no pods yet: spare the API server the list.
-    pods = rt.kube.list_pods(namespace, uid) if job is not None and not just_created else []
+    pods = rt.kube.list_pods(namespace, _pods_label(job)) if job and not just_created else []
     result_size = None
     complete = job is not None and any(
         c.get("type") == "Complete" and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
     )
-    if complete:
+    outcome = batch.outcome_of(old)
+    if complete or (outcome is not None and outcome.exit_code == exitcodes.OK):
         output = cr["spec"]["output"]
         result_size = rt.storage.size(output["bucket"], output["key"])
     now = datetime.datetime.now(datetime.UTC)
@@ -123,7 +183,7 @@ def reconcile(
     new_phase: str = patch["phase"]
     rt.phases.observe(uid, new_phase)
     if new_phase in TERMINAL:
-        rt.admitted.discard(uid)
+        rt.admitted.pop(uid, None)
     _observe_transition(cr, old, patch, now)
     if (old.get("phase"), old.get("reason")) != (patch.get("phase"), patch.get("reason")):
         kind = "Warning" if new_phase == FAILED or patch["reason"] in WARNING_REASONS else "Normal"
@@ -136,6 +196,11 @@ def reconcile(
             patch["reason"],
             patch["message"],
         )
+
+
+def _pods_label(job: dict[str, Any]) -> str:
+    """The pods of a Job carry its leader's uid (a single Job's leader is its only one)."""
+    return str((job["metadata"].get("labels") or {}).get(UID_LABEL, ""))
 
 
 def _observe_transition(
@@ -178,4 +243,4 @@ def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
         if ref and ref.get("bucket") and ref.get("key"):
             rt.storage.delete(ref["bucket"], ref["key"])
     rt.phases.forget(cr["metadata"]["uid"])
-    rt.admitted.discard(cr["metadata"]["uid"])
+    rt.admitted.pop(cr["metadata"]["uid"], None)

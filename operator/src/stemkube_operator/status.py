@@ -9,7 +9,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import exitcodes
+from stemkube_contract import batch, exitcodes
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog
 from stemkube_contract.resource import COMPLETED, CONTAINER, FAILED, PENDING, RUNNING, TERMINAL
@@ -130,6 +130,35 @@ def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
     return "Scheduling", "waiting for the scheduler"
 
 
+def batch_size(job: dict[str, Any] | None) -> int:
+    """How many SeparationJobs the Job runs (1: it is not a batch)."""
+    if job is None:
+        return 0
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    return max(1, len(batch.decode_members(annotations.get(batch.MEMBERS_ANNOTATION))))
+
+
+def _batch_member_end(
+    cr: dict[str, Any], job: dict[str, Any], observed: Observed
+) -> tuple[str, str, str] | None:
+    """A member of a batch ends by its own outcome (its separator's words), not the Job's: the
+    Job goes on with the others. A Job that completed without a member's outcome (the write
+    was lost) still has its result in storage, or the member failed."""
+    outcome = batch.outcome_of(cr.get("status"))
+    if outcome is not None:
+        if outcome.exit_code == exitcodes.OK:
+            return COMPLETED, "Completed", "stems are ready"
+        attempts = _attempts(job, observed.pods)
+        failed = exitcodes.failure(outcome.exit_code, outcome.message, attempts)
+        return FAILED, failed.reason, failed.message
+    if _condition(job, "Complete"):
+        if observed.result_size is not None:
+            return COMPLETED, "Completed", "stems are ready"
+        lost = "the batch Job ended without this separation's result"
+        return FAILED, exitcodes.OTHER.reason, lost
+    return None
+
+
 def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, str, str]:
     job = observed.job
     if job is None and observed.refused is not None:
@@ -147,6 +176,11 @@ def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, 
                 ),
             )
         return PENDING, "Creating", "creating the separation Job"
+    members = batch_size(job)
+    if members > 1:
+        ended = _batch_member_end(cr, job, observed)
+        if ended is not None:
+            return ended
     if _condition(job, "Complete"):
         return COMPLETED, "Completed", "stems are ready"
     if _condition(job, "Failed"):
@@ -161,11 +195,8 @@ def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, 
     phase = (pod.get("status") or {}).get("phase")
     if phase == "Running":
         attempt = _attempts(job, observed.pods)
-        return (
-            RUNNING,
-            "Running",
-            "separating" if attempt <= 1 else f"separating (attempt {attempt})",
-        )
+        doing = "separating" if members <= 1 else f"separating in a batch of {members}"
+        return RUNNING, "Running", doing if attempt <= 1 else f"{doing} (attempt {attempt})"
     if phase == "Pending":
         reason, message = _pending_reason(pod)
         return PENDING, reason, message
@@ -241,7 +272,9 @@ def desired_status(
         start = (job or {}).get("status", {}).get("startTime") or stamp
         status["startTime"] = start
     if phase in TERMINAL:
-        finished = ((job or {}).get("status") or {}).get("completionTime") or stamp
+        # A member of a batch ends before its Job does.
+        job_end = ((job or {}).get("status") or {}).get("completionTime")
+        finished = (job_end if batch_size(job) <= 1 else None) or stamp
         status["completionTime"] = finished
         began = parse_time(start) or parse_time(cr["metadata"].get("creationTimestamp"))
         ended = parse_time(finished)
