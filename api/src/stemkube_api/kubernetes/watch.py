@@ -1,4 +1,5 @@
-"""The API's view of the SeparationJobs: every one of a namespace, kept current by list + watch.
+"""The API's view of a namespace's objects (the SeparationJobs; the API keys' Secrets), every one
+kept current by list + watch.
 
 A background thread lists the namespace's SeparationJobs once, then follows a watch from that
 list's resourceVersion, and lists again when the watch says the version is too old (410 Gone)
@@ -10,7 +11,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -41,19 +42,40 @@ def _rv(cr: dict[str, Any]) -> int:
         return 0
 
 
-class WatchCache:
-    """Every SeparationJob of one namespace, kept current by list + watch."""
+# (**list or watch arguments) -> the list as a dict, or the watch's streaming response
+Lister = Callable[..., Any]
 
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+
+class WatchCache:
+    """Every object of one kind in one namespace (default: the SeparationJobs), kept current by
+    list + watch. ``lister`` lists them: a Kubernetes client list call with its fixed
+    arguments bound (the namespace, a label selector), answering a dict when not watching."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        lister: Lister | None = None,
+        what: str = "separationjob",
+    ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._namespace = namespace
+        self._lister = lister
+        self.what = what
         self._items: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._response: Any = None
-        self._thread = threading.Thread(target=self._run, name="separationjob-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{what}-watch", daemon=True)
         self.last_error: str | None = None
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        if self._lister is not None:
+            return self._lister(**kwargs)
+        return self._objects.list_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, **kwargs
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -125,14 +147,12 @@ class WatchCache:
                 if self._stop.is_set():
                     return
                 self.last_error = explain(exc)
-                log.warning("separationjob watch failed (%s); relisting", self.last_error)
+                log.warning("%s watch failed (%s); relisting", self.what, self.last_error)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
     def _list(self) -> str:
-        listed = self._objects.list_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT
-        )
+        listed = self._list_call(_request_timeout=REQUEST_TIMEOUT)
         items = {item["metadata"]["name"]: item for item in listed.get("items", [])}
         with self._lock:
             self._items = items
@@ -152,11 +172,7 @@ class WatchCache:
 
     def _watch(self, version: str) -> str | None:
         """Follows one watch; the version to continue from, or None to list again."""
-        response = self._objects.list_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self._namespace,
-            PLURAL,
+        response = self._list_call(
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
@@ -171,7 +187,7 @@ class WatchCache:
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:
-                        log.info("separationjob watch expired (410); relisting")
+                        log.info("%s watch expired (410); relisting", self.what)
                         return None
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
                 version = obj["metadata"]["resourceVersion"]
