@@ -2,6 +2,7 @@
 watches), SQLite in a data folder. A revocation reaches every reader within seconds."""
 
 import datetime
+import functools
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,14 @@ pytestmark = pytest.mark.integration
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 
 
+def seen(store: KeyStore, key_id: str) -> bool:
+    return store.lookup(key_id) is not None
+
+
+def unseen(store: KeyStore, key_id: str) -> bool:
+    return store.lookup(key_id) is None
+
+
 def exercise(writer: KeyStore, readers: list[KeyStore]) -> None:
     assert not writer.any_keys()
     ci = keys.create("ci", "acme", "user", NOW, quotas=keys.Quotas(requests_per_minute=5))
@@ -26,14 +35,14 @@ def exercise(writer: KeyStore, readers: list[KeyStore]) -> None:
     writer.add(ci.record)
     writer.add(ops.record)
     for reader in readers:
-        wait_for(lambda r=reader: r.lookup(ci.record.key_id) is not None, 10, "the key seen")
+        wait_for(functools.partial(seen, reader, ci.record.key_id), 10, "the key seen")
         assert reader.lookup(ci.record.key_id) == ci.record
         assert reader.lookup(ops.record.key_id) == ops.record
         assert reader.any_keys()
     assert [r.name for r in writer.records()] == ["ci", "ops"]
     assert [r.name for r in writer.revoke("ci")] == ["ci"]
     for reader in readers:
-        wait_for(lambda r=reader: r.lookup(ci.record.key_id) is None, 10, "the revocation seen")
+        wait_for(functools.partial(unseen, reader, ci.record.key_id), 10, "the revocation seen")
     assert [r.name for r in writer.revoke(ops.record.key_id)] == ["ops"]
     assert writer.revoke("nobody") == []
 
