@@ -16,6 +16,7 @@ from stemkube_api.metrics import Metrics, MetricsMiddleware
 from stemkube_api.routes import downloads, health, jobs, models
 from stemkube_api.services import Services
 from stemkube_api.settings import Settings
+from stemkube_api.web import SecurityHeaders, cors_middleware
 
 
 def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> FastAPI:
@@ -40,6 +41,10 @@ def create_app(settings: Settings, backend: JobBackend, store: ObjectStore) -> F
     services = Services(settings, backend, store, Metrics())
     app.state.services = services
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    # Added last, so outermost: a CORS preflight and an error answer get the headers too.
+    if settings.cors_origins:
+        app.add_middleware(cors_middleware, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders)
     add_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)

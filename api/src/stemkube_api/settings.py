@@ -2,6 +2,7 @@
 
 import datetime
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ class Settings:
     # both for the API and the operator from the same values).
     models: Catalog = field(default_factory=Catalog)
     limits: Limits = field(default_factory=Limits)
+    # Origins whose browser pages may call the API (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def max_file_size_text(self) -> str:
@@ -50,6 +53,21 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     if raw in FALSE:
         return False
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``STEMKUBE_CORS_ORIGINS``: comma-separated origins, each scheme://host[:port] exactly as
+    a browser sends it (no path, no trailing slash), or ``*`` for any."""
+    origins = tuple(o.strip() for o in text.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"STEMKUBE_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com"
+            )
+    return origins
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -93,4 +111,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
         kubeconfig=env.get("KUBECONFIG") or None,
+        cors_origins=parse_origins(env.get("STEMKUBE_CORS_ORIGINS", "")),
     )
