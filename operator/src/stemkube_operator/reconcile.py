@@ -104,9 +104,14 @@ def _admit(
     batch_of: BatchLookup,
 ) -> tuple[int | None, dict[str, Any] | None]:
     """(how many are ahead of it, None) while it waits; (None, its new Job) once it may run,
-    with the separations that join it when there is a backlog."""
+    with the separations that join it when there is a backlog; (None, its batch's Job) when
+    another sync gave it one while this one waited for the lock."""
     uid = cr["metadata"]["uid"]
     with rt.admission:
+        given = rt.admitted.get(uid)
+        joined = rt.kube.read_job(cr["metadata"]["namespace"], given) if given else None
+        if joined is not None and _owned_by(joined, uid):
+            return None, joined
         entries = [entry_of(other, rt.admitted, batch_of) for other in everyone()]
         ahead = queue_position(uid, entries, rt.config.max_running)
         if ahead is not None:
@@ -161,7 +166,7 @@ def reconcile(
         refused = refusal(cr["spec"], rt.config.models, rt.config.limits)
     if job is None and refused is None:
         queued_ahead, job = _admit(rt, cr, everyone, batch_of)
-        just_created = job is not None
+        just_created = job is not None and job["metadata"]["name"] == wanted
     # A Job created a moment ago has no pods yet: spare the API server the list.
     pods = rt.kube.list_pods(namespace, _pods_label(job)) if job and not just_created else []
     result_size = None
