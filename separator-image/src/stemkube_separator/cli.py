@@ -4,12 +4,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import NoReturn
 
 from stemkube_contract.batch import SERVE_FLAG
-from stemkube_separator import exitcodes, logs, options, pipeline, progress
+from stemkube_separator import batch, exitcodes, logs, model, options, pipeline, progress
 from stemkube_separator.errors import SeparatorError
 from stemkube_separator.stages import FINISH, IMPORT, SETUP, Stages
 
@@ -17,6 +17,8 @@ log = logging.getLogger("stemkube_separator")
 
 # Kubernetes caps the termination message at 4096 bytes; one readable line is the aim.
 MAX_MESSAGE = 1024
+TERMINATED = 128 + signal.SIGTERM
+TERMINATED_MESSAGE = "terminated (SIGTERM) before the separation finished"
 
 
 class Terminated(BaseException):
@@ -51,9 +53,10 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, loaded: model.Loaded | None = None) -> int:
     """The program; with ``argv`` None it is the process itself (the console script or
-    ``python -m``) and exits through ``exit_now`` instead of returning."""
+    ``python -m``) and exits through ``exit_now`` instead of returning. ``loaded``: the models
+    a long-lived caller keeps between runs (``serve``); none: this run loads its own."""
     # The process's own clock, from its start: the imports above are the first stage.
     stages = Stages.since_process_start() if argv is None else Stages()
     if argv is None:
@@ -80,27 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup(opts.job_id)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    reporter: progress.Reporter
-    if opts.progress_cr:
-        reporter = progress.cr_reporter(*opts.progress_cr)
-    elif opts.progress_file:
-        reporter = progress.FileReporter(opts.progress_file)
+    if opts.items:
+        code, reason = _batch(opts, env, stages, loaded)
     else:
-        reporter = progress.LogReporter()
-    code, reason = exitcodes.OK, ""
-    try:
-        log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
-        stages.lap(SETUP)
-        pipeline.run(opts, env, reporter, stages)
-    except SeparatorError as exc:
-        code, reason = exc.exit_code, str(exc)
-    except Terminated:
-        code, reason = 128 + signal.SIGTERM, "terminated (SIGTERM) before the separation finished"
-    except Exception as exc:
-        log.exception("unexpected error")
-        code, reason = exitcodes.CRASH, f"unexpected error: {type(exc).__name__}: {exc}"
-    finally:
-        reporter.close()
+        code, reason = _single(opts, env, stages, loaded)
     if code != exitcodes.OK:
         log.error(one_line(reason), extra={"exit_code": code})
         write_termination_log(opts.termination_log, reason)
@@ -115,6 +101,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         exit_now(code)
     return code
+
+
+def _single(
+    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: model.Loaded | None
+) -> tuple[int, str]:
+    """One song: the exit code and the termination message."""
+    reporter: progress.Reporter
+    if opts.progress_cr:
+        reporter = progress.cr_reporter(*opts.progress_cr)
+    elif opts.progress_file:
+        reporter = progress.FileReporter(opts.progress_file)
+    else:
+        reporter = progress.LogReporter()
+    code, reason = exitcodes.OK, ""
+    try:
+        log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
+        stages.lap(SETUP)
+        pipeline.run(opts, env, reporter, stages, loaded)
+    except SeparatorError as exc:
+        code, reason = exc.exit_code, str(exc)
+    except Terminated:
+        code, reason = TERMINATED, TERMINATED_MESSAGE
+    except Exception as exc:
+        log.exception("unexpected error")
+        code, reason = exitcodes.CRASH, f"unexpected error: {type(exc).__name__}: {exc}"
+    finally:
+        reporter.close()
+    return code, reason
+
+
+def _batch(
+    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: model.Loaded | None
+) -> tuple[int, str]:
+    """Several songs (``--item``): each member's end goes to its SeparationJob; the process's
+    code and message say whether the Job must run the pod again (``batch``)."""
+    members = [item.member for item in opts.items]
+    try:
+        log.info(
+            "separating %d songs in one batch",
+            len(members),
+            extra={"model": opts.model, "members": members},
+        )
+        stages.lap(SETUP)
+        return batch.run(opts, env, stages, loaded)
+    except SeparatorError as exc:  # it concerns every member: as a single run would end
+        return exc.exit_code, str(exc)
+    except Terminated:  # the member in flight gets no outcome; a next pod redoes it
+        return TERMINATED, TERMINATED_MESSAGE
+    except Exception as exc:
+        log.exception("unexpected error")
+        return exitcodes.CRASH, f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

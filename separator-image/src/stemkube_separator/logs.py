@@ -1,13 +1,21 @@
 """Structured logs: one JSON object per line on stderr, which cluster log collectors parse."""
 
+import contextlib
 import json
 import logging
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 # LogRecord attributes that are plumbing, not data worth a field of their own.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+# A batch works on several members at once (one separating, the next one's song decoding in
+# another thread): each thread's lines name the member that thread works for.
+_thread = threading.local()
+_UNSET = object()
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,8 +30,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "logger": record.name,
         }
-        if self.job:
-            entry["job"] = self.job
+        job = getattr(_thread, "job", _UNSET)
+        job = self.job if job is _UNSET else job
+        if job:
+            entry["job"] = job
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -43,3 +53,49 @@ def setup(job: str | None, stream: TextIO | None = None, level: int = logging.IN
     for name in ("urllib3", "kubernetes", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
+
+
+def thread_job() -> str | None:
+    """The job this thread's lines name, if it was set for the thread (``job``)."""
+    job = getattr(_thread, "job", None)
+    return job if isinstance(job, str) else None
+
+
+@contextlib.contextmanager
+def job(name: str | None) -> Iterator[None]:
+    """This thread's lines name ``name`` (None: no job) instead of the process's job."""
+    before = getattr(_thread, "job", _UNSET)
+    _thread.job = name
+    try:
+        yield
+    finally:
+        if before is _UNSET:
+            del _thread.job
+        else:
+            _thread.job = before
+
+
+def inheriting_job() -> Callable[[], None] | None:
+    """A thread pool's initializer that gives its threads the creating thread's job (None
+    where that thread has none of its own: they use the process's, as it does)."""
+    name = getattr(_thread, "job", _UNSET)
+    if name is _UNSET:
+        return None
+
+    def initialize() -> None:
+        _thread.job = name
+
+    return initialize
+
+
+def carrying_job(target: Callable[[], None]) -> Callable[[], None]:
+    """``target`` to run in a new thread, naming the job of the thread that creates it."""
+    name = getattr(_thread, "job", _UNSET)
+    if name is _UNSET:
+        return target
+
+    def run() -> None:
+        with job(name if isinstance(name, str) else None):
+            target()
+
+    return run

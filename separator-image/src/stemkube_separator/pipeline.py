@@ -1,14 +1,23 @@
 """One separation from INPUT to OUTPUT: fetch, decode, separate, encode, zip, store; every
-second of it given to a named stage (``stages``)."""
+second of it given to a named stage (``stages``).
+
+``run`` is the single run. Its steps are separate functions so that a batch (``batch``) can
+load the model once (``load``), fetch and decode the next song in another thread
+(``fetch_input``, ``decode_input``), and on a GPU finish a song's encoding and storing
+(``StemEncoders.complete``, ``store``) while the next one is separated (``separate_chunks``).
+"""
 
 import contextlib
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, cast
 
 import torch
 from minio import Minio
@@ -18,6 +27,7 @@ from stemkube_separator import (
     archive,
     decode,
     encode,
+    logs,
     model,
     progress,
     s3,
@@ -25,8 +35,8 @@ from stemkube_separator import (
     storage,
 )
 from stemkube_separator.errors import UsageError
-from stemkube_separator.locations import parse_location
-from stemkube_separator.options import Options
+from stemkube_separator.locations import Location, parse_location
+from stemkube_separator.options import Format, Options
 from stemkube_separator.stages import (
     DECODE,
     ENCODE,
@@ -35,6 +45,7 @@ from stemkube_separator.stages import (
     LOAD_MODEL,
     SEPARATE,
     STORE,
+    Laps,
     Stages,
 )
 
@@ -82,106 +93,33 @@ def _wait(futures: "list[Future[None]]") -> None:
         future.result()
 
 
-def separate_to_files(
-    separator: model.AnyModel,
-    audio: torch.Tensor,
-    files: Mapping[str, Path],
-    opts: Options,
-    device: str,
-    threads: int,
-    env: Mapping[str, str],
-    reporter: progress.Reporter,
-    stages: Stages | None = None,
-    autocast: torch.dtype | None = None,
-) -> None:
-    """Separate ``audio`` and encode each stem of ``files`` into its file, chunk by chunk,
-    giving the time to ``stages``: ``separate`` (the model), ``encode`` (between chunks) and
-    ``encode_tail`` (after the last chunk: its stems' encoding, the files completed).
+def s3_clients(env: Mapping[str, str], *locations: str) -> storage.ClientFactory:
+    """Clients for ``locations`` from the AWS variables; the settings are read (and a
+    malformed endpoint refused, a usage error) now, only if one of them is an S3 object."""
+    settings = s3.S3Settings.from_env(env) if any("s3://" in x for x in locations) else None
 
-    Encoding runs in a pool of one thread per usable CPU (PyAV releases the GIL while LAME or
-    FLAC encodes): every stem at once, and an MP3 stem in several pieces at once where there
-    are CPUs to spare (``encode.PiecewiseMp3``, ``mp3_pieces``). On a GPU the stems of one
-    chunk are encoded while the next chunk is separated; on a CPU torch's threads already keep
-    every core busy (its OpenMP workers spin while they wait, so even encoder threads at the
-    lowest priority find no idle core) and encoders competing with them were measured slower
-    than taking turns, so there each chunk's stems are encoded between chunks.
-    """
-    stages = stages or Stages()
-    overlap_encoding = device != "cpu"
-    length = audio.shape[-1]
-    pieces = mp3_pieces(env, threads, len(files))
-    with contextlib.ExitStack() as stack:
-        writers: dict[str, encode.StemWriter] = {}
-        for stem, path in files.items():
-            writer = encode.open_stem(
-                path,
-                separator.samplerate,
-                opts.format,
-                opts.wav_depth,
-                opts.bitrate,
-                opts.mp3_quality,
-                pieces,
-            )
-            stack.enter_context(writer)
-            writers[stem] = writer
-        pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="encode")
-        # Unwound first: running encodes end (queued ones are dropped) before a file is closed.
-        stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-        blocks = separate.separate(
-            separator,
-            audio,
-            device=device,
-            shifts=opts.shifts,
-            overlap=opts.overlap,
-            segment=opts.segment,
-            on_fraction=lambda f: reporter.update(progress.stage_percent(DECODED, SEPARATED, f)),
-            chunk_seconds=chunk_seconds(env),
-            autocast=autocast,
-        )
-        pending: list[Future[None]] = []
-        done = 0
-        while done < length:
-            block = next(blocks)
-            stages.lap(SEPARATE)
-            _wait(pending)  # the previous chunk's: a stem's blocks reach its writer in order
-            done += block.shape[-1]
-            last = done >= length
-            chosen = separate.pick(separator.sources, block, list(files))
-            pending = [
-                future
-                for stem, tensor in chosen.items()
-                for future in writers[stem].submit(pool, tensor.numpy(), last)
-            ]
-            del block, chosen
-            if not overlap_encoding and not last:
-                _wait(pending)
-            stages.lap(ENCODE)
-        blocks.close()
-        stages.lap(SEPARATE)
-        reporter.update(SEPARATED)
-        _wait(pending)
-        _wait([pool.submit(writer.complete) for writer in writers.values()])
-        stages.lap(ENCODE_TAIL)
+    def client() -> Minio:
+        assert settings is not None
+        return s3.client(settings)
+
+    return client
 
 
-def run(
-    opts: Options,
-    env: Mapping[str, str],
-    reporter: progress.Reporter,
-    stages: Stages | None = None,
-    loaded: model.Loaded | None = None,
-) -> None:
-    """The separation, its time given to ``stages`` from ``load_model`` to ``store`` (the
-    caller laps ``finish`` once the reporter is closed). ``loaded``: the models a long-lived
-    process keeps between songs (none: this run loads its own)."""
-    stages = stages or Stages()
-    source, target = parse_location(opts.input), parse_location(opts.output)
-    s3_settings = s3.S3Settings.from_env(env) if "s3://" in (opts.input + opts.output) else None
+@dataclass(frozen=True)
+class Ready:
+    """What every song of a run shares: the model on its device and how it runs there."""
 
-    def s3_client() -> Minio:
-        assert s3_settings is not None
-        return s3.client(s3_settings)
+    separator: model.AnyModel
+    device: str
+    precision: str
+    autocast: torch.dtype | None
+    threads: int
+    stems: list[str]
 
+
+def load(opts: Options, env: Mapping[str, str], loaded: model.Loaded | None = None) -> Ready:
+    """Threads, allocator, device, precision and the model (``loaded``'s if it has it): the
+    ``load_model`` stage. Its failures concern every song of the run."""
     threads = model.configure_threads()
     kept = allocator.keep_freed_memory(env)  # before the model's first allocations
     device = model.resolve_device(opts.device)
@@ -203,49 +141,253 @@ def run(
             "keep_freed_memory": kept,
         },
     )
+    return Ready(separator, device, precision, autocast, threads, stems)
+
+
+def fetch_input(source: Location, workdir: Path, s3_client: storage.ClientFactory) -> Path:
+    """INPUT as a local file (an S3 object downloaded into ``workdir``): the ``fetch`` stage."""
+    return storage.fetch_input(source, workdir, s3_client)
+
+
+def decode_input(
+    local_input: Path, workdir: Path, samplerate: int, max_duration: float
+) -> tuple[decode.Audio, float]:
+    """The song decoded (the ``decode`` stage) and its length in seconds; a download is
+    removed once decoded."""
+    audio, info = decode.decode(local_input, samplerate, max_duration)
+    if local_input.parent == workdir:
+        local_input.unlink()  # the download is no longer needed; free the disk
+    seconds = audio.shape[1] / samplerate
+    log.info(
+        "decoded %.2f s of %s/%s, %d Hz, %d channels (%s)",
+        seconds,
+        info.container,
+        info.codec,
+        info.sample_rate,
+        info.channels,
+        info.layout,
+        extra={"duration": round(seconds, 3)},
+    )
+    return audio, seconds
+
+
+def stem_files(stems: list[str], fmt: Format, workdir: Path) -> dict[str, Path]:
+    """Where each stem's file is encoded, in ``workdir``, named as its ZIP member."""
+    ext = encode.extension(fmt)
+    return {stem: workdir / archive.member_name(stem, ext) for stem in stems}
+
+
+class StemEncoders:
+    """The stems' files of one song and the pool of threads that encodes them (one thread per
+    usable CPU: PyAV releases the GIL while LAME or FLAC encodes), fed block by block.
+
+    Closing it without ``complete`` (an error, an abort) stops the running encodes, drops the
+    queued ones and removes what the writers wrote."""
+
+    def __init__(
+        self,
+        separator: model.AnyModel,
+        files: Mapping[str, Path],
+        opts: Options,
+        threads: int,
+        env: Mapping[str, str],
+    ) -> None:
+        self.stack = contextlib.ExitStack()
+        self.writers: dict[str, encode.StemWriter] = {}
+        self.pending: list[Future[None]] = []
+        pieces = mp3_pieces(env, threads, len(files))
+        with self.stack:  # unwound here only if opening one of them fails
+            for stem, path in files.items():
+                writer = encode.open_stem(
+                    path,
+                    separator.samplerate,
+                    opts.format,
+                    opts.wav_depth,
+                    opts.bitrate,
+                    opts.mp3_quality,
+                    pieces,
+                )
+                self.stack.enter_context(writer)
+                self.writers[stem] = writer
+            self.pool = ThreadPoolExecutor(
+                max_workers=max(1, threads),
+                thread_name_prefix="encode",
+                initializer=logs.inheriting_job(),  # lines name the caller's job
+            )
+            # Unwound first: running encodes end (queued ones are dropped) before a file is
+            # closed.
+            self.stack.callback(self.pool.shutdown, wait=True, cancel_futures=True)
+            self.stack = self.stack.pop_all()
+
+    def submit(self, chosen: Mapping[str, torch.Tensor], last: bool) -> None:
+        """Hand one block's stems to the encoders, once the previous block's are encoded (a
+        stem's blocks reach its writer in order)."""
+        self.wait()
+        self.pending = [
+            future
+            for stem, tensor in chosen.items()
+            for future in self.writers[stem].submit(self.pool, tensor.numpy(), last)
+        ]
+
+    def wait(self) -> None:
+        _wait(self.pending)
+
+    def complete(self) -> None:
+        """The last block's encoding finished and every file completed."""
+        self.wait()
+        _wait([self.pool.submit(writer.complete) for writer in self.writers.values()])
+
+    def close(self, error: BaseException | None = None) -> None:
+        if error is None:
+            self.stack.close()
+        else:
+            self.stack.__exit__(type(error), error, error.__traceback__)
+
+    def __enter__(self) -> "StemEncoders":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(exc)
+
+
+def separate_chunks(
+    separator: model.AnyModel,
+    audio: torch.Tensor,
+    encoders: StemEncoders,
+    opts: Options,
+    device: str,
+    env: Mapping[str, str],
+    reporter: progress.Reporter,
+    stages: Laps,
+    autocast: torch.dtype | None = None,
+) -> None:
+    """The model over ``audio``, chunk by chunk, each chunk's stems handed to ``encoders``,
+    the time given to ``separate`` and ``encode`` (between chunks); the last chunk's stems
+    are left encoding (``StemEncoders.complete``). On a GPU the stems of one chunk are
+    encoded while the next chunk is separated; on a CPU between chunks (``separate_to_files``).
+    """
+    overlap_encoding = device != "cpu"
+    length = audio.shape[-1]
+    blocks = separate.separate(
+        separator,
+        audio,
+        device=device,
+        shifts=opts.shifts,
+        overlap=opts.overlap,
+        segment=opts.segment,
+        on_fraction=lambda f: reporter.update(progress.stage_percent(DECODED, SEPARATED, f)),
+        chunk_seconds=chunk_seconds(env),
+        autocast=autocast,
+    )
+    done = 0
+    while done < length:
+        block = next(blocks)
+        stages.lap(SEPARATE)
+        done += block.shape[-1]
+        last = done >= length
+        encoders.submit(separate.pick(separator.sources, block, list(encoders.writers)), last)
+        del block
+        if not overlap_encoding and not last:
+            encoders.wait()
+        stages.lap(ENCODE)
+    blocks.close()
+    stages.lap(SEPARATE)
+    reporter.update(SEPARATED)
+
+
+def separate_to_files(
+    separator: model.AnyModel,
+    audio: torch.Tensor,
+    files: Mapping[str, Path],
+    opts: Options,
+    device: str,
+    threads: int,
+    env: Mapping[str, str],
+    reporter: progress.Reporter,
+    stages: Laps | None = None,
+    autocast: torch.dtype | None = None,
+) -> None:
+    """Separate ``audio`` and encode each stem of ``files`` into its file, chunk by chunk,
+    giving the time to ``stages``: ``separate`` (the model), ``encode`` (between chunks) and
+    ``encode_tail`` (after the last chunk: its stems' encoding, the files completed).
+
+    Encoding runs in a pool of one thread per usable CPU (PyAV releases the GIL while LAME or
+    FLAC encodes): every stem at once, and an MP3 stem in several pieces at once where there
+    are CPUs to spare (``encode.PiecewiseMp3``, ``mp3_pieces``). On a GPU the stems of one
+    chunk are encoded while the next chunk is separated; on a CPU torch's threads already keep
+    every core busy (its OpenMP workers spin while they wait, so even encoder threads at the
+    lowest priority find no idle core) and encoders competing with them were measured slower
+    than taking turns, so there each chunk's stems are encoded between chunks.
+    """
+    stages = stages or Stages()
+    with StemEncoders(separator, files, opts, threads, env) as encoders:
+        separate_chunks(separator, audio, encoders, opts, device, env, reporter, stages, autocast)
+        encoders.complete()
+        stages.lap(ENCODE_TAIL)
+
+
+def store(
+    files: Mapping[str, Path],
+    target: Location,
+    s3_client: storage.ClientFactory,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """The ZIP of ``files`` streamed to OUTPUT (the ``store`` stage). ``check``: called before
+    each write; what it raises aborts the upload (a batch member deleted meanwhile)."""
+    with storage.open_output(target, s3_client) as out:
+        sink = out if check is None else cast(BinaryIO, storage.Checked(out, check))
+        archive.write_zip([(path.name, path) for path in files.values()], sink)
+
+
+def run(
+    opts: Options,
+    env: Mapping[str, str],
+    reporter: progress.Reporter,
+    stages: Stages | None = None,
+    loaded: model.Loaded | None = None,
+) -> None:
+    """The separation, its time given to ``stages`` from ``load_model`` to ``store`` (the
+    caller laps ``finish`` once the reporter is closed). ``loaded``: the models a long-lived
+    process keeps between songs (none: this run loads its own)."""
+    stages = stages or Stages()
+    source, target = parse_location(opts.input), parse_location(opts.output)
+    s3_client = s3_clients(env, opts.input, opts.output)
+    ready = load(opts, env, loaded)
     stages.lap(LOAD_MODEL)
     reporter.update(0)
 
     with tempfile.TemporaryDirectory(prefix="stemkube-") as tmp:
         workdir = Path(tmp)
-        local_input = storage.fetch_input(source, workdir, s3_client)
+        local_input = fetch_input(source, workdir, s3_client)
         stages.lap(FETCH)
-        audio, info = decode.decode(local_input, separator.samplerate, opts.max_duration)
-        if local_input.parent == workdir:
-            local_input.unlink()  # the download is no longer needed; free the disk
-        seconds = audio.shape[1] / separator.samplerate
-        log.info(
-            "decoded %.2f s of %s/%s, %d Hz, %d channels (%s)",
-            seconds,
-            info.container,
-            info.codec,
-            info.sample_rate,
-            info.channels,
-            info.layout,
-            extra={"duration": round(seconds, 3)},
+        audio, seconds = decode_input(
+            local_input, workdir, ready.separator.samplerate, opts.max_duration
         )
         stages.lap(DECODE)
         reporter.update(DECODED)
 
-        ext = encode.extension(opts.format)
-        files = {stem: workdir / archive.member_name(stem, ext) for stem in stems}
+        files = stem_files(ready.stems, opts.format, workdir)
         separate_to_files(
-            separator,
+            ready.separator,
             torch.from_numpy(audio),
             files,
             opts,
-            device,
-            threads,
+            ready.device,
+            ready.threads,
             env,
             reporter,
             stages,
-            autocast,
+            ready.autocast,
         )
         del audio
         reporter.update(ENCODED)
 
-        with storage.open_output(target, s3_client) as out:
-            archive.write_zip([(path.name, path) for path in files.values()], out)
+        store(files, target, s3_client)
         stages.lap(STORE)
         log.info(
             "wrote %s (%d stems)",

@@ -9,10 +9,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_separator import logs
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +94,48 @@ def status_patch(percent: int) -> dict[str, Any]:
     return {"status": {"progress": percent}}
 
 
-class CrReporter:
-    """JSON merge-patch of ``status.progress`` through the status subresource."""
+def not_found(exc: BaseException) -> bool:
+    """The API server's 404 (kubernetes' ApiException, or anything with its ``status``)."""
+    return getattr(exc, "status", None) == 404
 
-    def __init__(self, namespace: str, name: str, api: Any, interval: float = MIN_INTERVAL) -> None:
+
+def deleted(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
+    """Whether a SeparationJob the API server returned is being deleted, or is another one of
+    the same name than the one with ``uid`` (deleted and created again)."""
+    if not isinstance(obj, Mapping):
+        return False  # nothing to tell (a test's stand-in)
+    metadata = obj.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return True
+    return uid is not None and metadata.get("uid") not in (None, uid)
+
+
+class CrReporter:
+    """JSON merge-patch of ``status.progress`` through the status subresource.
+
+    ``gone`` is set once a write finds the SeparationJob deleted (404), being deleted, or
+    replaced by another of the same name (``uid``): a batch stops that member's work."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        api: Any,
+        interval: float = MIN_INTERVAL,
+        uid: str | None = None,
+    ) -> None:
         self.namespace, self.name = namespace, name
         self.api = api  # kubernetes.client.CustomObjectsApi
         self.interval = interval
+        self.uid = uid
+        self.gone = threading.Event()
         self.cond = threading.Condition()
         self.pending: int | None = None
         self.sent = -1
         self.closing = False
-        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self.thread = threading.Thread(
+            target=logs.carrying_job(self._run), name="progress", daemon=True
+        )
         self.thread.start()
 
     def update(self, percent: int) -> None:
@@ -136,7 +167,7 @@ class CrReporter:
 
     def _write(self, percent: int) -> None:
         try:
-            self.api.patch_namespaced_custom_object_status(
+            written = self.api.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 self.namespace,
@@ -146,7 +177,11 @@ class CrReporter:
                 _request_timeout=5,
             )
             self.sent = percent
+            if deleted(written, self.uid):
+                self.gone.set()
         except Exception as exc:
+            if not_found(exc):
+                self.gone.set()
             log.warning(
                 "could not write progress to %s/%s: %s",
                 self.namespace,
@@ -156,18 +191,25 @@ class CrReporter:
             )
 
 
-def cr_reporter(namespace: str, name: str) -> Reporter:
-    """From ``KUBECONFIG`` when set (the test tier, a developer), else the pod's service
-    account. A missing configuration degrades to log lines: progress is never fatal."""
+def custom_objects_api() -> Any:
+    """A ``kubernetes.client.CustomObjectsApi`` configured from ``KUBECONFIG`` when set (the
+    test tier, a developer), else from the pod's service account; raises if neither is."""
     from kubernetes import client, config
 
+    if os.environ.get("KUBECONFIG"):
+        api_client = config.new_client_from_config()
+    else:
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    return client.CustomObjectsApi(api_client)
+
+
+def cr_reporter(namespace: str, name: str) -> Reporter:
+    """Progress to a SeparationJob (``custom_objects_api``). A missing configuration degrades
+    to log lines: progress is never fatal."""
     try:
-        if os.environ.get("KUBECONFIG"):
-            api_client = config.new_client_from_config()
-        else:
-            config.load_incluster_config()
-            api_client = client.ApiClient()
+        api = custom_objects_api()
     except Exception as exc:
         log.warning("no Kubernetes configuration, progress goes to the log: %s", exc)
         return LogReporter()
-    return CrReporter(namespace, name, client.CustomObjectsApi(api_client))
+    return CrReporter(namespace, name, api)

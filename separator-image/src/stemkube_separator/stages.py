@@ -11,6 +11,7 @@ come before any line of the program runs).
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 # The stages in the order a run goes through them (``encode`` and ``separate`` alternate).
 IMPORT = "import"  # process start to main(): the interpreter, torch, Demucs, PyAV...
@@ -64,14 +65,21 @@ class Stages:
         now = time.monotonic()
         return cls(now - (process_age() or 0.0))
 
-    def lap(self, stage: str) -> float:
+    def lap(self, stage: str, now: float | None = None) -> float:
         """Give the time since the previous lap to ``stage`` (added to what it already has:
-        stages that alternate accumulate); return that time."""
-        now = time.monotonic()
+        stages that alternate accumulate); return that time. ``now``: a reading of the
+        clock shared with other ``Stages`` lapped at the same boundary."""
+        now = time.monotonic() if now is None else now
         elapsed = now - self.clock
         self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
         self.clock = now
         return elapsed
+
+    def idle(self, now: float | None = None) -> None:
+        """Move the clock on without giving the time to any stage: a batch member waiting
+        for work another thread does for it and counts in its own stages. The process's
+        stages never idle (their sum is its wall)."""
+        self.clock = time.monotonic() if now is None else now
 
     def wall(self) -> float:
         """Seconds from the origin to the last lap: the sum of the stages."""
@@ -81,3 +89,39 @@ class Stages:
         """The stages in run order, rounded to milliseconds, for the log."""
         ordered = sorted(self.seconds, key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
         return {stage: round(self.seconds[stage], 3) for stage in ordered}
+
+
+class Laps(Protocol):
+    """What a step of the separation needs of its clock: the end of a stage."""
+
+    def lap(self, stage: str) -> float: ...
+
+
+class Both:
+    """Laps given to two ``Stages`` at one reading of the clock: a batch member's steps count
+    in the process's stages and in the member's own."""
+
+    def __init__(self, process: Stages, member: Stages) -> None:
+        self.process, self.member = process, member
+
+    def lap(self, stage: str) -> float:
+        now = time.monotonic()
+        self.member.lap(stage, now)
+        return self.process.lap(stage, now)
+
+    def wait(self, stage: str) -> float:
+        """The process waited for another thread's ``stage`` of this member: the process's
+        time, not the member's (that thread counted the work itself)."""
+        now = time.monotonic()
+        self.member.idle(now)
+        return self.process.lap(stage, now)
+
+
+def merged(*parts: Stages) -> dict[str, float]:
+    """Several ``Stages``' seconds added up by stage, in run order, rounded as ``timings``."""
+    total: dict[str, float] = {}
+    for part in parts:
+        for stage, seconds in part.seconds.items():
+            total[stage] = total.get(stage, 0.0) + seconds
+    ordered = sorted(total, key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
+    return {stage: round(total[stage], 3) for stage in ordered}

@@ -18,6 +18,7 @@ import urllib3.exceptions
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from stemkube_separator import logs
 from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
 from stemkube_separator.locations import Location, S3Object
 
@@ -144,7 +145,7 @@ def _s3_writer(target: S3Object, s3: ClientFactory) -> Iterator[BinaryIO]:
         finally:
             pipe.reader_done()
 
-    thread = threading.Thread(target=upload, name="s3-upload", daemon=True)
+    thread = threading.Thread(target=logs.carrying_job(upload), name="s3-upload", daemon=True)
     thread.start()
     try:
         yield cast(BinaryIO, pipe)
@@ -199,3 +200,32 @@ def open_output(
     if isinstance(location, Path):
         return _local_writer(location)
     return _s3_writer(location, s3)
+
+
+class Checked:
+    """A writable stream that calls ``check`` before each write: what it raises (a batch
+    member deleted, the process told to stop) aborts the output as any error does."""
+
+    def __init__(self, out: BinaryIO, check: Callable[[], None]) -> None:
+        self.out, self.check = out, check
+
+    def write(self, data: bytes) -> int:
+        self.check()
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def delete_output(location: Location, s3: ClientFactory) -> None:
+    """Remove a complete OUTPUT whose job is gone (nobody will fetch it, and the job's own
+    clean-up may have run before it was written). Best effort: a failure is logged."""
+    try:
+        if isinstance(location, Path):
+            location.unlink(missing_ok=True)
+        else:
+            s3().remove_object(location.bucket, location.key)
+    except (*_STORAGE_ERRORS, ValueError) as exc:
+        log.warning("could not remove %s: %s", location, exc)
+        return
+    log.info("removed %s: its job is gone", location)
