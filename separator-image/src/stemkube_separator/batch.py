@@ -39,7 +39,7 @@ import torch
 from stemkube_contract.batch import ITEM_FLAG, outcome_of, outcome_patch
 from stemkube_contract.exitcodes import CRASH, FINAL_CODES, OK, TRANSIENT
 from stemkube_contract.resource import GROUP, PLURAL, TERMINAL, VERSION
-from stemkube_separator import decode, logs, model, pipeline, progress, storage
+from stemkube_separator import decode, inputs, logs, model, pipeline, progress, storage
 from stemkube_separator.errors import SeparatorError, TransientError, UsageError
 from stemkube_separator.locations import Location, parse_location
 from stemkube_separator.options import Item, Options, member_options
@@ -557,13 +557,13 @@ class Batch:
             workdir = Path(tempfile.mkdtemp(prefix="stemkube-"))
             stage = FETCH  # a failure's time goes to the stage it happened in
             try:
-                local = pipeline.fetch_input(source, workdir, self.s3_client)
+                local = inputs.fetch_input(source, workdir, self.s3_client)
                 stages.lap(FETCH)
                 prefetch.milestones.passed(FETCH)
                 stage = DECODE
                 if prefetch.dropped.is_set():
                     raise StoppingError("not needed any more")
-                audio, seconds = pipeline.decode_input(
+                audio, seconds = inputs.decode_input(
                     local, workdir, self.ready.separator.samplerate, self.opts.max_duration
                 )
                 stages.lap(DECODE)
@@ -693,7 +693,7 @@ def run(
     progress writes are)."""
     api = kubernetes_api() if api is None else api
     locations = [url for item in opts.items for url in (item.input, item.output)]
-    s3_client = pipeline.s3_clients(env, *locations)
+    s3_client = inputs.s3_clients(env, *locations)
     stages.lap(SETUP)
     ready = pipeline.load(opts, env, loaded)
     # Settings each member would otherwise refuse in turn: refused once, for all.

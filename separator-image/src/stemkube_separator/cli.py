@@ -1,17 +1,23 @@
 """``stemkube-separate``: the command line, exit codes and the termination message."""
 
+import importlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from stemkube_contract.batch import SERVE_FLAG
-from stemkube_separator import batch, exitcodes, logs, model, options, pipeline, progress
+from stemkube_separator import exitcodes, inputs, logs, options, progress
 from stemkube_separator.errors import SeparatorError
 from stemkube_separator.stages import FINISH, IMPORT, SETUP, Stages
+
+# torch and Demucs are imported once the song is on its way (``_single``): what a process
+# spends importing them is then also the time its input downloads and decodes.
+if TYPE_CHECKING:
+    from stemkube_separator import model
 
 log = logging.getLogger("stemkube_separator")
 
@@ -53,7 +59,7 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None, loaded: model.Loaded | None = None) -> int:
+def main(argv: Sequence[str] | None = None, loaded: "model.Loaded | None" = None) -> int:
     """The program; with ``argv`` None it is the process itself (the console script or
     ``python -m``) and exits through ``exit_now`` instead of returning. ``loaded``: the models
     a long-lived caller keeps between runs (``serve``); none: this run loads its own."""
@@ -103,22 +109,33 @@ def main(argv: Sequence[str] | None = None, loaded: model.Loaded | None = None) 
     return code
 
 
+def import_heavy(name: str, stages: Stages) -> None:
+    """Imports ``stemkube_separator.<name>`` (torch, Demucs); its time goes to ``import`` the
+    first time (a long-lived process has it already and shows no such stage)."""
+    module = f"stemkube_separator.{name}"
+    if module not in sys.modules:
+        importlib.import_module(module)
+        stages.lap(IMPORT)
+
+
 def _single(
-    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: model.Loaded | None
+    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: "model.Loaded | None"
 ) -> tuple[int, str]:
     """One song: the exit code and the termination message."""
-    reporter: progress.Reporter
-    if opts.progress_cr:
-        reporter = progress.cr_reporter(*opts.progress_cr)
-    elif opts.progress_file:
-        reporter = progress.FileReporter(opts.progress_file)
-    else:
-        reporter = progress.LogReporter()
+    reporter: progress.Reporter = progress.LogReporter()
     code, reason = exitcodes.OK, ""
     try:
-        log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
-        stages.lap(SETUP)
-        pipeline.run(opts, env, reporter, stages, loaded)
+        with inputs.start_early(opts, env) as early:
+            if opts.progress_cr:
+                reporter = progress.cr_reporter(*opts.progress_cr)
+            elif opts.progress_file:
+                reporter = progress.FileReporter(opts.progress_file)
+            log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
+            stages.lap(SETUP)
+            import_heavy("pipeline", stages)  # torch, Demucs: while the song arrives
+            from stemkube_separator import pipeline
+
+            pipeline.run(opts, env, reporter, stages, loaded, early)
     except SeparatorError as exc:
         code, reason = exc.exit_code, str(exc)
     except Terminated:
@@ -132,7 +149,7 @@ def _single(
 
 
 def _batch(
-    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: model.Loaded | None
+    opts: options.Options, env: Mapping[str, str], stages: Stages, loaded: "model.Loaded | None"
 ) -> tuple[int, str]:
     """Several songs (``--item``): each member's end goes to its SeparationJob; the process's
     code and message say whether the Job must run the pod again (``batch``)."""
@@ -144,6 +161,9 @@ def _batch(
             extra={"model": opts.model, "members": members},
         )
         stages.lap(SETUP)
+        import_heavy("batch", stages)
+        from stemkube_separator import batch
+
         return batch.run(opts, env, stages, loaded)
     except SeparatorError as exc:  # it concerns every member: as a single run would end
         return exc.exit_code, str(exc)

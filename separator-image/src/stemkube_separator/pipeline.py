@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,21 +19,19 @@ from types import TracebackType
 from typing import BinaryIO, cast
 
 import torch
-from minio import Minio
 
 from stemkube_separator import (
     allocator,
     archive,
-    decode,
     encode,
     logs,
     model,
     progress,
-    s3,
     separate,
     storage,
 )
 from stemkube_separator.errors import UsageError
+from stemkube_separator.inputs import Early, s3_clients, start_early
 from stemkube_separator.locations import Location, parse_location
 from stemkube_separator.options import Format, Options
 from stemkube_separator.stages import (
@@ -93,18 +90,6 @@ def _wait(futures: "list[Future[None]]") -> None:
         future.result()
 
 
-def s3_clients(env: Mapping[str, str], *locations: str) -> storage.ClientFactory:
-    """Clients for ``locations`` from the AWS variables; the settings are read (and a
-    malformed endpoint refused, a usage error) now, only if one of them is an S3 object."""
-    settings = s3.S3Settings.from_env(env) if any("s3://" in x for x in locations) else None
-
-    def client() -> Minio:
-        assert settings is not None
-        return s3.client(settings)
-
-    return client
-
-
 @dataclass(frozen=True)
 class Ready:
     """What every song of a run shares: the model on its device and how it runs there."""
@@ -142,33 +127,6 @@ def load(opts: Options, env: Mapping[str, str], loaded: model.Loaded | None = No
         },
     )
     return Ready(separator, device, precision, autocast, threads, stems)
-
-
-def fetch_input(source: Location, workdir: Path, s3_client: storage.ClientFactory) -> Path:
-    """INPUT as a local file (an S3 object downloaded into ``workdir``): the ``fetch`` stage."""
-    return storage.fetch_input(source, workdir, s3_client)
-
-
-def decode_input(
-    local_input: Path, workdir: Path, samplerate: int, max_duration: float
-) -> tuple[decode.Audio, float]:
-    """The song decoded (the ``decode`` stage) and its length in seconds; a download is
-    removed once decoded."""
-    audio, info = decode.decode(local_input, samplerate, max_duration)
-    if local_input.parent == workdir:
-        local_input.unlink()  # the download is no longer needed; free the disk
-    seconds = audio.shape[1] / samplerate
-    log.info(
-        "decoded %.2f s of %s/%s, %d Hz, %d channels (%s)",
-        seconds,
-        info.container,
-        info.codec,
-        info.sample_rate,
-        info.channels,
-        info.layout,
-        extra={"duration": round(seconds, 3)},
-    )
-    return audio, seconds
 
 
 def stem_files(stems: list[str], fmt: Format, workdir: Path) -> dict[str, Path]:
@@ -350,49 +308,62 @@ def run(
     reporter: progress.Reporter,
     stages: Stages | None = None,
     loaded: model.Loaded | None = None,
+    early: Early | None = None,
 ) -> None:
     """The separation, its time given to ``stages`` from ``load_model`` to ``store`` (the
     caller laps ``finish`` once the reporter is closed). ``loaded``: the models a long-lived
-    process keeps between songs (none: this run loads its own)."""
+    process keeps between songs (none: this run loads its own). ``early``: the song already
+    being fetched and decoded (``cli`` starts that before importing torch); without it, this
+    run starts it now, still while the model loads. ``fetch`` and ``decode`` are then what
+    the run waited for once the model was ready."""
     stages = stages or Stages()
-    source, target = parse_location(opts.input), parse_location(opts.output)
+    with contextlib.ExitStack() as stack:
+        if early is None:
+            early = stack.enter_context(start_early(opts, env))
+        _run(opts, env, reporter, stages, loaded, early)
+
+
+def _run(
+    opts: Options,
+    env: Mapping[str, str],
+    reporter: progress.Reporter,
+    stages: Stages,
+    loaded: model.Loaded | None,
+    early: Early,
+) -> None:
+    target = parse_location(opts.output)
     s3_client = s3_clients(env, opts.input, opts.output)
     ready = load(opts, env, loaded)
     stages.lap(LOAD_MODEL)
     reporter.update(0)
+    early.wait_fetched()
+    stages.lap(FETCH)
+    audio, seconds = early.take_audio(ready.separator.samplerate)
+    stages.lap(DECODE)
+    reporter.update(DECODED)
 
-    with tempfile.TemporaryDirectory(prefix="stemkube-") as tmp:
-        workdir = Path(tmp)
-        local_input = fetch_input(source, workdir, s3_client)
-        stages.lap(FETCH)
-        audio, seconds = decode_input(
-            local_input, workdir, ready.separator.samplerate, opts.max_duration
-        )
-        stages.lap(DECODE)
-        reporter.update(DECODED)
+    files = stem_files(ready.stems, opts.format, early.workdir)
+    separate_to_files(
+        ready.separator,
+        torch.from_numpy(audio),
+        files,
+        opts,
+        ready.device,
+        ready.threads,
+        env,
+        reporter,
+        stages,
+        ready.autocast,
+    )
+    del audio
+    reporter.update(ENCODED)
 
-        files = stem_files(ready.stems, opts.format, workdir)
-        separate_to_files(
-            ready.separator,
-            torch.from_numpy(audio),
-            files,
-            opts,
-            ready.device,
-            ready.threads,
-            env,
-            reporter,
-            stages,
-            ready.autocast,
-        )
-        del audio
-        reporter.update(ENCODED)
-
-        store(files, target, s3_client)
-        stages.lap(STORE)
-        log.info(
-            "wrote %s (%d stems)",
-            target,
-            len(files),
-            extra={"duration": round(seconds, 3), "pid": os.getpid()},
-        )
+    store(files, target, s3_client)
+    stages.lap(STORE)
+    log.info(
+        "wrote %s (%d stems)",
+        target,
+        len(files),
+        extra={"duration": round(seconds, 3), "pid": os.getpid()},
+    )
     reporter.update(100)

@@ -33,6 +33,7 @@ import torch
 
 from stemkube_contract import batch
 from stemkube_separator import allocator, cli, exitcodes, logs, model, options
+from stemkube_separator import pipeline as pipeline  # imported up front: no request pays for it
 
 log = logging.getLogger("stemkube_separator.serve")
 
