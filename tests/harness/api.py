@@ -1,10 +1,13 @@
 """Fixtures for the REST API on the integration tier: ``stemkube-api`` processes started from
-the installed console script, talking to the tier's control plane and MinIO."""
+the installed console script, talking to the tier's control plane and MinIO, and their API keys
+(made with ``stemkube-api keys``, as an operator would)."""
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,11 @@ from tests.harness.stemkube import TIER_MODELS
 
 MB = 1024 * 1024
 BOUNDARY = "stemkube-test-boundary"
+STEMKUBE_API = Path(sys.executable).parent / "stemkube-api"
+# The key the harness makes for a keyed service (``start_api(keyed=True)``): a user of its
+# own tenant, so a keyed suite's objects live under tenants/harness/.
+HARNESS_KEY_NAME = "harness"
+HARNESS_TENANT = "harness"
 
 
 @dataclass
@@ -27,13 +35,31 @@ class ApiServer:
     process: procs.Process
     port: int
     env: dict[str, str]
+    key: str | None = None  # sent with every request of client() and get()
+    metrics_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def as_key(self, key: str | None) -> "ApiServer":
+        """The same process, called with another key (None: none)."""
+        return replace(self, key=key)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        headers = {**self.auth_headers, **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers, **kwargs)
+
+    def metrics(self) -> str:
+        """The Prometheus text from the metrics' own port."""
+        assert self.metrics_port is not None
+        response = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10)
+        response.raise_for_status()
+        return response.text
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         with self.client() as http:
@@ -69,24 +95,26 @@ def launch_api(
     log_dir: Path,
     wait_ready: bool = True,
     args: Sequence[str] = (),
+    key: str | None = None,
 ) -> ApiServer:
-    """One ``stemkube-api`` process from the installed console script on a free loopback port,
-    configured by ``env`` (KUBECONFIG, STEMKUBE_NAMESPACE, AWS_*...); stopped if it does not
-    become ready."""
-    port = procs.free_port()
+    """One ``stemkube-api`` process from the installed console script on a free loopback port
+    (its metrics on another), configured by ``env`` (KUBECONFIG, STEMKUBE_NAMESPACE, AWS_*...)
+    and sending ``key``; stopped if it does not become ready."""
+    port, metrics_port = procs.free_port(), procs.free_port()
     full_env = dict(env)
     process = procs.start(
         name,
         [
-            Path(sys.executable).parent / "stemkube-api",
+            STEMKUBE_API,
             "--host=127.0.0.1",
             f"--port={port}",
+            f"--metrics-port={metrics_port}",
             *args,
         ],
         log_dir,
         env=full_env,
     )
-    server = ApiServer(process, port, full_env)
+    server = ApiServer(process, port, full_env, key, metrics_port)
     if wait_ready:
         try:
             procs.wait_ready(process, server.ready, timeout=60)
@@ -94,6 +122,41 @@ def launch_api(
             server.stop()
             raise
     return server
+
+
+def keys_command(
+    where: Sequence[str], env: Mapping[str, str], *args: str
+) -> "subprocess.CompletedProcess[str]":
+    """``stemkube-api keys COMMAND <where> ARGS...`` (``where``: ``--local --data-dir=DIR``, or
+    ``--namespace=NS`` with KUBECONFIG in ``env``), as an operator runs it."""
+    command, *rest = args
+    # This machine's environment, less what would point the command elsewhere.
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith("STEMKUBE_") and k != "KUBECONFIG"
+    }
+    return subprocess.run(
+        [str(STEMKUBE_API), "keys", command, *where, *rest],
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def create_key(
+    where: Sequence[str], env: Mapping[str, str], name: str, tenant: str, *flags: str
+) -> str:
+    """A new key (``flags``: --role admin, --expires 1h, --requests-per-minute 3...), as
+    ``KEY=$(stemkube-api keys create ...)`` gets it."""
+    done = keys_command(where, env, "create", f"--name={name}", f"--tenant={tenant}", *flags)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def revoke_key(where: Sequence[str], env: Mapping[str, str], name_or_id: str) -> None:
+    done = keys_command(where, env, "revoke", name_or_id)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -105,10 +168,25 @@ def start_api(
     tmp_path: Path,
 ) -> Iterator[ApiFactory]:
     """Starts ``stemkube-api`` processes serving the test's namespace and bucket; keyword
-    arguments are environment variables (e.g. ``MAX_FILE_SIZE="1MB"``)."""
+    arguments are environment variables (e.g. ``MAX_FILE_SIZE="1MB"``). Without ``keyed`` the
+    API runs without keys (STEMKUBE_AUTH=off); with it, keys are required (the chart's
+    default) and the server sends the harness's key (made once per test); ``args`` are more
+    flags."""
     started: list[ApiServer] = []
+    keyed_with: list[str] = []
+    kube = {"KUBECONFIG": str(cluster.kubeconfig)}
 
-    def start(wait_ready: bool = True, **env: str) -> ApiServer:
+    def start(
+        wait_ready: bool = True, keyed: bool = False, args: Sequence[str] = (), **env: str
+    ) -> ApiServer:
+        key = None
+        if keyed:
+            if not keyed_with:
+                where = [f"--namespace={stemkube_namespace}"]
+                keyed_with.append(create_key(where, kube, HARNESS_KEY_NAME, HARNESS_TENANT))
+            key = keyed_with[0]
+        else:
+            env = {"STEMKUBE_AUTH": "off", **env}
         full_env = {
             "KUBECONFIG": str(cluster.kubeconfig),
             "STEMKUBE_NAMESPACE": stemkube_namespace,
@@ -120,7 +198,14 @@ def start_api(
             MODELS_ENV: json.dumps(TIER_MODELS.to_json()),
             **env,
         }
-        server = launch_api(f"api-{len(started)}", full_env, tmp_path / "logs", wait_ready=False)
+        server = launch_api(
+            f"api-{len(started)}",
+            full_env,
+            tmp_path / "logs",
+            wait_ready=False,
+            args=args,
+            key=key,
+        )
         started.append(server)
         if wait_ready:
             procs.wait_ready(server.process, server.ready, timeout=60)

@@ -2,7 +2,9 @@
 against Kubernetes mode (the tier's control plane, MinIO and operator, with the separator run
 by the pod runner) and against local mode (``stemkube-api --local``: SQLite, files, worker
 processes). Each mode answers the same questions about what it holds, so one test body checks
-both: which objects are stored, which jobs exist, whether a job's separator still runs."""
+both: which objects are stored, which jobs exist, whether a job's separator still runs. Each
+makes API keys as an operator of that mode does (``stemkube-api keys``), and a keyed API
+(``start_api(keyed=True)``) sends the harness's own."""
 
 import contextlib
 import os
@@ -15,8 +17,18 @@ from typing import Any, Protocol
 import pytest
 from kubernetes import client
 
+from stemkube_api.jobs import PROCESSING
+from stemkube_contract.batch import SERVE_FLAG
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
-from tests.harness.api import ApiFactory, ApiServer, launch_api
+from tests.harness.api import (
+    HARNESS_KEY_NAME,
+    HARNESS_TENANT,
+    ApiFactory,
+    ApiServer,
+    create_key,
+    launch_api,
+    revoke_key,
+)
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.stemkube import OperatorFactory
@@ -27,9 +39,18 @@ BACKENDS = ("kubernetes", "local")
 class Service(Protocol):
     kind: str
 
-    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
-        """The API (and what runs its jobs); keyword arguments are environment variables."""
+    def start_api(self, wait_ready: bool = True, keyed: bool = False, **env: str) -> ApiServer:
+        """The API (and what runs its jobs); keyword arguments are environment variables.
+        ``keyed``: keys required, and the server sends the harness's key (tenant
+        ``HARNESS_TENANT``); else none (Kubernetes mode: STEMKUBE_AUTH=off; local mode: open
+        on loopback while it has no key)."""
         ...
+
+    def create_key(self, name: str, tenant: str, *flags: str) -> str:
+        """A new key from ``stemkube-api keys create`` (``flags``: --role admin...)."""
+        ...
+
+    def revoke_key(self, name_or_id: str) -> None: ...
 
     def objects(self) -> list[str]:
         """Keys of the stored objects (whole ones)."""
@@ -74,11 +95,21 @@ class KubernetesService:
         self._start_api, self._start_operator = start_api, start_operator
         self._operator_started = False
 
-    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
+    def start_api(self, wait_ready: bool = True, keyed: bool = False, **env: str) -> ApiServer:
         if not self._operator_started:
             self._start_operator()
             self._operator_started = True
-        return self._start_api(wait_ready=wait_ready, **env)
+        return self._start_api(wait_ready=wait_ready, keyed=keyed, **env)
+
+    @property
+    def _keys_where(self) -> tuple[list[str], dict[str, str]]:
+        return [f"--namespace={self.namespace}"], {"KUBECONFIG": str(self.cluster.kubeconfig)}
+
+    def create_key(self, name: str, tenant: str, *flags: str) -> str:
+        return create_key(*self._keys_where, name, tenant, *flags)
+
+    def revoke_key(self, name_or_id: str) -> None:
+        revoke_key(*self._keys_where, name_or_id)
 
     def objects(self) -> list[str]:
         return sorted(o.object_name for o in self.s3.list_objects(self.bucket, recursive=True))
@@ -128,11 +159,6 @@ def pids_naming(text: str) -> list[int]:
     return found
 
 
-def separator_pids(job_id: str) -> list[int]:
-    """Local mode's separators of the job."""
-    return pids_naming(f"--job-id={job_id}")
-
-
 class LocalService:
     kind = "local"
 
@@ -141,19 +167,37 @@ class LocalService:
         self.data_dir = root / "data"
         self.log_dir = root / "logs"
         self.started: list[ApiServer] = []
+        self.harness_key: str | None = None
 
-    def start_api(self, wait_ready: bool = True, **env: str) -> ApiServer:
-        return self.start_local(wait_ready, (), True, **env)
+    def start_api(self, wait_ready: bool = True, keyed: bool = False, **env: str) -> ApiServer:
+        key = None
+        if keyed:
+            if self.harness_key is None:
+                self.harness_key = self.create_key(HARNESS_KEY_NAME, HARNESS_TENANT)
+            key = self.harness_key
+        return self.start_local(wait_ready, (), True, key=key, **env)
+
+    @property
+    def _keys_where(self) -> tuple[list[str], dict[str, str]]:
+        return ["--local", f"--data-dir={self.data_dir}"], {}
+
+    def create_key(self, name: str, tenant: str, *flags: str) -> str:
+        return create_key(*self._keys_where, name, tenant, *flags)
+
+    def revoke_key(self, name_or_id: str) -> None:
+        revoke_key(*self._keys_where, name_or_id)
 
     def start_local(
         self,
         wait_ready: bool = True,
         args: tuple[str, ...] = (),
         with_model_repo: bool = True,
+        key: str | None = None,
         **env: str,
     ) -> ApiServer:
         """``stemkube-api --local`` on this service's data folder and (unless not
-        ``with_model_repo``) the tiny models; ``args`` are more flags."""
+        ``with_model_repo``) the tiny models; ``args`` are more flags; the server sends
+        ``key``."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEMKUBE_")}
         full_env.update(env)
         server = launch_api(
@@ -167,6 +211,7 @@ class LocalService:
                 *([f"--model-repo={self.model_repo}"] if with_model_repo else []),
                 *args,
             ),
+            key=key,
         )
         self.started.append(server)
         return server
@@ -207,20 +252,40 @@ class LocalService:
     def job_ids(self) -> list[str]:
         return sorted(row["job_id"] for row in self.rows())
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The job table as SQLite holds it."""
+    def rows(self, where: str = "", *params: object) -> list[dict[str, Any]]:
+        """The job table as SQLite holds it (``where``: an SQL condition on its rows)."""
         database = self.data_dir / "jobs.sqlite3"
         if not database.exists():
             return []
         db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
             db.row_factory = sqlite3.Row
-            return [dict(row) for row in db.execute("SELECT * FROM jobs")]
+            query = "SELECT * FROM jobs" + (f" WHERE {where}" if where else "")
+            return [dict(row) for row in db.execute(query, params)]
         finally:
             db.close()
 
+    def separator_pids(self, job_id: str) -> list[int]:
+        """The job's separator, as local mode records it: the pid of the job's row while it is
+        ``processing`` (a worker runs many jobs, and its command line names none of them),
+        only while that process lives and is a separator (``--serve``, or a single run's
+        ``--job-id``), not whatever the pid was reused for. It outlives a killed API: the row
+        still names it."""
+        running = self.rows("job_id = ? AND status = ?", job_id, PROCESSING)
+        pids = [int(row["pid"]) for row in running if row["pid"] is not None]
+        return [pid for pid in pids if _is_separator(pid, job_id)]
+
     def separating(self, job_id: str) -> bool:
-        return bool(separator_pids(job_id))
+        return bool(self.separator_pids(job_id))
+
+
+def _is_separator(pid: int, job_id: str) -> bool:
+    """Whether the process lives and is a separator (a zombie's command line is empty)."""
+    try:
+        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return SERVE_FLAG.encode() in args or f"--job-id={job_id}".encode() in args
 
 
 @pytest.fixture

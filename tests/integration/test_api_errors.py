@@ -1,5 +1,6 @@
 """Every refusal of the REST API, with its status code and message, in both modes (the
-``service`` fixture): nothing refused leaves a job or an object behind."""
+``service`` fixture, with an API key): nothing refused leaves a job or an object behind. The
+refusals of keys and tenants are test_api_auth.py's."""
 
 import os
 import subprocess
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_refusals_leave_nothing_behind(service: Service, tmp_path: Path) -> None:
-    api = service.start_api(MAX_FILE_SIZE="10MB")
+    api = service.start_api(keyed=True, MAX_FILE_SIZE="10MB")
     song = mp3_song(0.5)
     with api.client() as http:
         # 415: not audio, whatever the name says.
@@ -84,8 +85,9 @@ def test_refusals_leave_nothing_behind(service: Service, tmp_path: Path) -> None
     little = tmp_path / "little.wav"
     little.write_bytes(b"".join(wav_of(10 * MB + 1)))
     for too_big in (huge, little):
+        key = [f"-H{name}: {value}" for name, value in api.auth_headers.items()]
         result = subprocess.run(
-            ["curl", "-sS", "-F", f"file=@{too_big}", f"{api.url}/upload"],
+            ["curl", "-sS", *key, "-F", f"file=@{too_big}", f"{api.url}/upload"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -110,7 +112,7 @@ def test_refusals_leave_nothing_behind(service: Service, tmp_path: Path) -> None
 
 
 def test_a_failed_job_reports_its_error(service: Service) -> None:
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     # Sniffs as WAV, but is not one: the separator refuses it and the job fails for good.
     broken = b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(4000)
     with api.client() as http:

@@ -1,6 +1,7 @@
-"""The REST API end to end, in both modes (the ``service`` fixture): the README's curl flow,
-each option and cancellation, with the real separator (tiny model) behind it. Kubernetes mode
-has the real control plane, MinIO and operator process; local mode its own worker processes."""
+"""The REST API end to end, in both modes (the ``service`` fixture), with an API key as a
+deployment requires: the README's curl flow, each option and cancellation, with the real
+separator (tiny model) behind it. Kubernetes mode has the real control plane, MinIO and
+operator process; local mode its own worker processes."""
 
 import io
 import json
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.api import ApiServer, mp3_song
+from stemkube_contract.keys import input_key, result_key
+from tests.harness.api import HARNESS_TENANT, ApiServer, mp3_song
 from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.service import Service
@@ -33,12 +35,14 @@ def readme_curl_flow() -> list[str]:
 
 
 def curl(command: str, api: ApiServer, cwd: Path, job_id: str | None = None) -> str:
+    """A README command against ``api``, with its key (``-H``) when it has one."""
     command = command.replace("http://localhost:8000", api.url)
     if job_id:
         command = command.replace("JOB_ID", job_id)
-    result = subprocess.run(
-        shlex.split(command), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+    argv = shlex.split(command)
+    for name, value in api.auth_headers.items():
+        argv[1:1] = ["-H", f"{name}: {value}"]
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{command}: {result.stderr}"
     return result.stdout
 
@@ -52,7 +56,14 @@ def wait_done(api: ApiServer, job_id: str, timeout: float = 120) -> dict[str, An
 
 
 def test_the_readme_curl_flow_end_to_end(service: Service, tmp_path: Path) -> None:
-    api = service.start_api()
+    run_the_readme_curl_flow(service, service.start_api(keyed=True), tmp_path, HARNESS_TENANT)
+
+
+def run_the_readme_curl_flow(
+    service: Service, api: ApiServer, tmp_path: Path, tenant: str | None
+) -> None:
+    """The README's commands against ``api``: its jobs are ``tenant``'s (None: no tenant, an
+    open service)."""
     (tmp_path / "song.mp3").write_bytes(mp3_song(1.5))
     upload_cmd, status_cmd, download_cmd, jobs_cmd, delete_cmd = readme_curl_flow()
 
@@ -62,11 +73,9 @@ def test_the_readme_curl_flow_end_to_end(service: Service, tmp_path: Path) -> No
     assert created["filename"] == "song.mp3"
     job_id = created["job_id"]
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", job_id)
-    # Keys come from the job id, never the file's name.
-    assert service.objects() in (
-        [f"inputs/{job_id}/input.mp3"],
-        [f"inputs/{job_id}/input.mp3", f"results/{job_id}.zip"],  # already done
-    )
+    # Keys come from the job id and the tenant, never the file's name.
+    stored, result = input_key(job_id, "mp3", tenant), result_key(job_id, tenant)
+    assert service.objects() in ([stored], sorted([stored, result]))  # or already done
     assert service.job_ids() == [job_id]
 
     first = json.loads(curl(status_cmd, api, tmp_path, job_id))
@@ -108,7 +117,7 @@ def test_the_readme_curl_flow_end_to_end(service: Service, tmp_path: Path) -> No
 
 
 def test_options_two_stems_wav_and_six_stems_flac(service: Service) -> None:
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     song = mp3_song(1.0)
     with api.client() as http:
         karaoke = http.post(
@@ -164,7 +173,7 @@ def test_options_two_stems_wav_and_six_stems_flac(service: Service) -> None:
 
 
 def test_deleting_a_processing_job_cancels_it(service: Service) -> None:
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     with api.client() as http:
         job_id = http.post("/upload", files={"file": ("long.wav", sine_wav(30.0))}).json()["job_id"]
         wait_for(
@@ -185,22 +194,25 @@ def test_deleting_a_processing_job_cancels_it(service: Service) -> None:
 
 
 def test_health_readiness_and_metrics(service: Service) -> None:
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     with api.client() as http:
         ready = http.get("/readyz")
         assert ready.status_code == 200
+        # Keys are checked where they are required from the start (Kubernetes mode: the
+        # Secrets' watch); local mode on loopback is open until its first key.
+        keys = {"keys": "ok"} if service.kind == "kubernetes" else {}
         assert ready.json() == {
             "status": "ready",
-            "checks": {service.kind: "ok", "storage": "ok"},
+            "checks": {service.kind: "ok", "storage": "ok", **keys},
         }
         assert http.get("/healthz").status_code == 200
         assert http.get("/").json()["service"] == "stemkube"
         http.post("/upload", files={"file": ("a.mp3", mp3_song(0.3))})
         http.post("/upload", files={"file": ("a.txt", b"words " * 100)})
         http.get("/status/0b8f8a3e-6c9d-4d2a-9a57-3f8a9f8f1c11")
-        metrics = http.get("/metrics")
-        assert metrics.status_code == 200
-        text = metrics.text
+        # Not on the API's port, which an ingress routes: on their own.
+        assert http.get("/metrics").status_code == 404
+        text = api.metrics()
     assert 'stemkube_api_requests_total{method="POST",route="/upload",status="200"} 1.0' in text
     assert 'stemkube_api_requests_total{method="POST",route="/upload",status="415"} 1.0' in text
     assert (
@@ -217,7 +229,7 @@ def test_a_custom_model_through_rest(service: Service) -> None:
     """A model of the deployment's own (local mode: found in --model-repo; Kubernetes mode:
     declared like the chart's `models` value): listed by GET /models with its stems, chosen by
     an upload, separated into its own stems."""
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     listed = api.get("/models").json()
     assert listed["default"] == "htdemucs"
     [mine] = [m for m in listed["models"] if m["name"] == CUSTOM_MODEL]

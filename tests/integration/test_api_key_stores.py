@@ -35,7 +35,9 @@ def exercise(writer: KeyStore, readers: list[KeyStore]) -> None:
     writer.add(ci.record)
     writer.add(ops.record)
     for reader in readers:
-        wait_for(functools.partial(seen, reader, ci.record.key_id), 10, "the key seen")
+        # Each Secret is its own watch event: wait for the later one too.
+        for new in (ci, ops):
+            wait_for(functools.partial(seen, reader, new.record.key_id), 10, "the key seen")
         assert reader.lookup(ci.record.key_id) == ci.record
         assert reader.lookup(ops.record.key_id) == ops.record
         assert reader.any_keys()

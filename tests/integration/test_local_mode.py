@@ -19,7 +19,7 @@ import pytest
 from tests.harness.api import ApiServer, mp3_song
 from tests.harness.audio import sine_wav
 from tests.harness.procs import free_port
-from tests.harness.service import LocalService, separator_pids
+from tests.harness.service import LocalService
 from tests.harness.tools import REPO_ROOT
 from tests.harness.waiting import wait_for
 
@@ -76,7 +76,7 @@ def test_a_job_running_when_the_service_stops_runs_again(local_service: LocalSer
     # then runs the job again; nothing is left processing forever.
     os.kill(api.process.popen.pid, signal.SIGKILL)
     api.process.popen.wait()
-    orphans = separator_pids(job_id)
+    orphans = local_service.separator_pids(job_id)
     assert orphans
     assert all(alive(pid) for pid in orphans)
     api = local_service.start_api()

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from stemkube_api.app import create_app
+from stemkube_api.interfaces import NewJob
+from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key
 from stemkube_api.settings import Settings
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog, Model
@@ -18,20 +21,43 @@ from tests.harness.audio import sine_wav
 from tests.unit.fakes import MODELS, MemoryBackend, MemoryStore
 
 
+class TenantBackend(MemoryBackend):
+    """The in-memory backend keeping each job's tenant as the real backends do: its result
+    under the tenant's prefix, the list filtered before the page."""
+
+    def create(self, job: NewJob) -> JobRecord:
+        record = dataclasses.replace(
+            super().create(job), tenant=job.tenant, result_key=result_key(job.job_id, job.tenant)
+        )
+        self.jobs[job.job_id] = record
+        return record
+
+    def list(
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        tenant: str | None = None,
+    ) -> JobPage:
+        return paginate(self.jobs.values(), status, limit, cursor, tenant)
+
+
 @pytest.fixture
-def parts() -> tuple[MemoryBackend, MemoryStore]:
-    return MemoryBackend(), MemoryStore()
+def parts() -> tuple[TenantBackend, MemoryStore]:
+    return TenantBackend(), MemoryStore()
 
 
-def make_client(parts: tuple[MemoryBackend, MemoryStore], **settings: Any) -> Iterator[TestClient]:
+def make_client(parts: tuple[TenantBackend, MemoryStore], **settings: Any) -> Iterator[TestClient]:
+    """The app without keys (auth off): these tests are about the routes; test_api_auth.py
+    has the keys."""
     backend, store = parts
-    app = create_app(Settings(**settings), backend, store)
+    app = create_app(Settings(**{"auth": "off", **settings}), backend, store)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
 @pytest.fixture
-def client(parts: tuple[MemoryBackend, MemoryStore]) -> Iterator[TestClient]:
+def client(parts: tuple[TenantBackend, MemoryStore]) -> Iterator[TestClient]:
     yield from make_client(parts)
 
 
@@ -55,7 +81,7 @@ def test_health(client: TestClient) -> None:
 
 
 def test_upload_stores_under_the_job_id_and_creates_the_job(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     backend, store = parts
     response = upload(client, name="../My Song.wav", format="wav", two_stems="vocals")
@@ -81,7 +107,7 @@ def test_upload_stores_under_the_job_id_and_creates_the_job(
     ],
 )
 def test_not_audio_is_415_and_nothing_is_stored(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore], data: bytes, words: str
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore], data: bytes, words: str
 ) -> None:
     backend, store = parts
     response = upload(client, data, name="x.png")
@@ -93,7 +119,7 @@ def test_not_audio_is_415_and_nothing_is_stored(
 
 
 def test_too_large_is_413_with_the_limit_and_nothing_is_stored(
-    parts: tuple[MemoryBackend, MemoryStore],
+    parts: tuple[TenantBackend, MemoryStore],
 ) -> None:
     backend, store = parts
     for client in make_client(parts, max_file_size=100_000):
@@ -122,7 +148,7 @@ def test_too_large_is_413_with_the_limit_and_nothing_is_stored(
 )
 def test_bad_options_are_422_naming_the_field(
     client: TestClient,
-    parts: tuple[MemoryBackend, MemoryStore],
+    parts: tuple[TenantBackend, MemoryStore],
     fields: dict[str, str],
     field: str,
 ) -> None:
@@ -136,7 +162,7 @@ def test_bad_options_are_422_naming_the_field(
 
 
 def test_options_after_the_file_are_checked_too(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     _, store = parts
     boundary = "XyZ"
@@ -193,7 +219,7 @@ def test_malformed_uploads_are_422(client: TestClient, kwargs: dict[str, Any], w
 
 
 def test_backend_down_is_503_and_the_input_is_removed(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     backend, store = parts
     backend.down = True
@@ -204,7 +230,7 @@ def test_backend_down_is_503_and_the_input_is_removed(
 
 
 def test_status_list_download_delete(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     backend, store = parts
     job_id = upload(client, name="song.wav").json()["job_id"]
@@ -247,7 +273,7 @@ def test_status_list_download_delete(
 
 
 def test_failed_download_is_409_with_the_error(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     backend, _ = parts
     job_id = upload(client).json()["job_id"]
@@ -260,7 +286,7 @@ def test_failed_download_is_409_with_the_error(
     assert client.get(f"/status/{job_id}").json()["error"] == "not audio at all"
 
 
-def test_presigned_downloads_redirect(parts: tuple[MemoryBackend, MemoryStore]) -> None:
+def test_presigned_downloads_redirect(parts: tuple[TenantBackend, MemoryStore]) -> None:
     backend, store = parts
     for client in make_client(parts, presigned_downloads=True):
         job_id = upload(client).json()["job_id"]
@@ -298,7 +324,7 @@ def test_bad_list_queries_are_422_naming_the_field(
     assert response.json()["detail"].startswith(f"{field}: ")
 
 
-def test_readyz(client: TestClient, parts: tuple[MemoryBackend, MemoryStore]) -> None:
+def test_readyz(client: TestClient, parts: tuple[TenantBackend, MemoryStore]) -> None:
     backend, store = parts
     assert client.get("/readyz").json() == {
         "status": "ready",
@@ -316,7 +342,10 @@ def test_metrics(client: TestClient) -> None:
     upload(client)
     upload(client, b"not a song")
     client.get("/status/nope")
-    text = client.get("/metrics").text
+    # Not on the API's port (an ingress routes it): on their own (test_api_auth.py).
+    assert client.get("/metrics").status_code == 404
+    registry = client.app.state.services.metrics.registry  # type: ignore[attr-defined]
+    text = generate_latest(registry).decode()
     assert 'stemkube_api_requests_total{method="POST",route="/upload",status="200"} 1.0' in text
     assert 'stemkube_api_requests_total{method="POST",route="/upload",status="415"} 1.0' in text
     assert (
@@ -343,10 +372,10 @@ def test_openapi_is_complete(client: TestClient) -> None:
         "/job/{job_id}",
         "/healthz",
         "/readyz",
-        "/metrics",
         "/models",
     ):
         assert path in paths, path
+    assert "/metrics" not in paths
     schemas = spec["components"]["schemas"]
     for name in ("ErrorResponse", "UploadResponse", "JobStatus", "JobList", "Deleted", "Health"):
         assert name in schemas
@@ -369,7 +398,7 @@ def test_openapi_is_complete(client: TestClient) -> None:
 
 
 def test_models_lists_the_deployments_models_and_the_default(
-    parts: tuple[MemoryBackend, MemoryStore],
+    parts: tuple[TenantBackend, MemoryStore],
 ) -> None:
     custom = Catalog((Model("tiny", ("vocals", "rest")), *MODELS.models), "tiny")
     for client in make_client(parts, models=custom):
@@ -390,7 +419,7 @@ def test_models_lists_the_deployments_models_and_the_default(
 
 
 def test_an_upload_for_a_model_without_weights_is_refused_at_once(
-    parts: tuple[MemoryBackend, MemoryStore],
+    parts: tuple[TenantBackend, MemoryStore],
 ) -> None:
     backend, store = parts
     backend.no_weights["htdemucs"] = "not in the Demucs cache; give --model-repo"
@@ -410,7 +439,7 @@ def test_unknown_routes_answer_json(client: TestClient) -> None:
 
 
 def test_options_before_the_file_are_refused_before_it_is_stored(
-    client: TestClient, parts: tuple[MemoryBackend, MemoryStore]
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
 ) -> None:
     _, store = parts
     response = upload_with(client, {"format": "wav", "bitrate": "128"})

@@ -19,7 +19,8 @@ from stemkube_api.settings import Settings
 from stemkube_api.sniff import SNIFF_BYTES
 from stemkube_api.upload import DRAIN_LIMIT, FORM_SLACK, WRITE_BATCH, UploadReceiver
 from tests.harness.audio import sine_wav
-from tests.unit.fakes import MemoryBackend, MemoryStore
+from tests.unit.fakes import MemoryStore
+from tests.unit.test_api_app import TenantBackend
 
 SONG = sine_wav(0.2)
 JOB = "0b7c3f52-5f0e-4a8e-9a43-1d6c1e6f3b10"
@@ -31,7 +32,7 @@ class Upload:
     """One receiver and what it works with."""
 
     def __init__(self, **settings: Any) -> None:
-        self.backend, self.store, self.metrics = MemoryBackend(), MemoryStore(), Metrics()
+        self.backend, self.store, self.metrics = TenantBackend(), MemoryStore(), Metrics()
         services = Services(Settings(**settings), self.backend, self.store, self.metrics)
         self.receiver = UploadReceiver(services, job_id=JOB)
 

@@ -6,20 +6,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stemkube_api.settings import SettingsError, load_settings, parse_origins
-from tests.unit.fakes import MemoryBackend, MemoryStore
-from tests.unit.test_api_app import make_client
+from tests.unit.fakes import MemoryStore
+from tests.unit.test_api_app import TenantBackend, make_client
 
 ALLOWED = "https://app.example.com"
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    yield from make_client((MemoryBackend(), MemoryStore()))
+    yield from make_client((TenantBackend(), MemoryStore()))
 
 
 @pytest.fixture
 def cors_client() -> Iterator[TestClient]:
-    yield from make_client((MemoryBackend(), MemoryStore()), cors_origins=(ALLOWED,))
+    yield from make_client((TenantBackend(), MemoryStore()), cors_origins=(ALLOWED,))
 
 
 def test_every_answer_carries_the_security_headers(client: TestClient) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stemkube_api.interfaces import NewJob, ObjectNotFoundError, TooLargeError
-from stemkube_api.local import rules
+from stemkube_api.local import records, rules
 from stemkube_api.local.records import JobTable, SchemaError
 from stemkube_api.local.store import LocalStore
 from stemkube_contract.models import Catalog
@@ -268,7 +268,7 @@ def test_a_schema_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> N
     assert [r.job_id for r in table.with_status("pending")] == ["b"]
     table.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == records.SCHEMA_VERSION
 
 
 SCHEMA_1 = """

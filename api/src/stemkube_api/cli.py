@@ -1,4 +1,5 @@
-"""``stemkube-api``: the REST API's process (uvicorn), in Kubernetes mode or local mode."""
+"""``stemkube-api``: the REST API's process (uvicorn), in Kubernetes mode or local mode; and
+``stemkube-api keys ...``, its API keys (``keys_cli``)."""
 
 import argparse
 import datetime
@@ -6,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -27,10 +29,14 @@ from stemkube_contract.models import (
 from stemkube_contract.options import DEFAULT_PRECISION, PRECISION_ENV, PRECISIONS
 
 if TYPE_CHECKING:
+    from stemkube_api.auth.store import KeyStore
     from stemkube_api.local.settings import LocalSettings
+    from stemkube_api.metrics import MetricsServer
+    from stemkube_api.settings import AuthMode
 
 LOCAL_FLAGS = ("data_dir", "workers", "model", "models", "model_repo", "ttl", "precision")
 DESCRIBE_TIMEOUT = 300.0
+KUBERNETES_METRICS_PORT = 9090
 # (folder) -> the models in it, with their sources
 Discover = Callable[[Path], list[Model]]
 
@@ -46,13 +52,27 @@ def _parser() -> argparse.ArgumentParser:
             "The stemkube REST API. With --local it runs separations on this machine (no "
             "cluster, files on local disk). Without it, Kubernetes mode reads its settings from "
             "the environment: STEMKUBE_NAMESPACE, STEMKUBE_BUCKET, MAX_FILE_SIZE, "
-            "STEMKUBE_PRESIGNED_DOWNLOADS, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_CA_BUNDLE, KUBECONFIG (else in-cluster)."
+            "STEMKUBE_PRESIGNED_DOWNLOADS, STEMKUBE_AUTH, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_CA_BUNDLE, KUBECONFIG (else in-cluster). "
+            "API keys: stemkube-api keys --help."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus metrics on this port of --host, apart from the API's (default: "
+        f"{KUBERNETES_METRICS_PORT} in Kubernetes mode, none in local mode; 0: none)",
+    )
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without API keys: anyone who reaches the port may do anything (Kubernetes "
+        "mode: also STEMKUBE_AUTH=off). Default: keys required, except local mode on a "
+        "loopback address before its first key",
+    )
     local = parser.add_argument_group("local mode")
     local.add_argument(
         "--local", action="store_true", help="run separations on this machine (no cluster)"
@@ -216,6 +236,49 @@ def local_settings(
     )
 
 
+def metrics_server(args: argparse.Namespace, default: int | None) -> "MetricsServer | None":
+    from stemkube_api.metrics import MetricsServer
+
+    port = args.metrics_port if args.metrics_port is not None else default
+    if not port:
+        return None
+    if port == args.port:
+        raise CliError(f"--metrics-port {port} is the API's --port: give the metrics their own")
+    return MetricsServer(args.host, port)
+
+
+def refusal_without_keys(host: str, data_dir: Path) -> str:
+    return (
+        f"--host {host} is not a loopback address and {data_dir / 'keys.sqlite3'} holds no "
+        "API key: anyone who reaches the port could use the service. Create a key first "
+        f"(stemkube-api keys create --local --data-dir {data_dir} --name NAME --tenant TENANT "
+        "--role admin), or pass --no-auth to serve without keys"
+    )
+
+
+def local_keys(
+    args: argparse.Namespace, env: Mapping[str, str], data_dir: Path
+) -> "tuple[KeyStore | None, AuthMode]":
+    """The key store and auth mode of local mode (modes.local_mode): keys in the data folder,
+    read per request."""
+    from stemkube_api.auth.modes import local_mode
+    from stemkube_api.local.keys import SqliteKeyStore
+    from stemkube_api.settings import parse_auth
+
+    no_auth = args.no_auth or parse_auth(env) == "off"
+    if no_auth:
+        return None, "off"
+    try:
+        keys = SqliteKeyStore(data_dir)
+        has_keys = keys.any_keys()
+    except (OSError, sqlite3.Error) as exc:
+        raise CliError(f"--data-dir {data_dir}: the API keys: {exc}") from None
+    mode = local_mode(args.host, no_auth, has_keys)
+    if mode is None:
+        raise CliError(refusal_without_keys(args.host, data_dir))
+    return keys, mode
+
+
 def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     from stemkube_api.app import create_app
     from stemkube_api.local.backend import LocalBackend
@@ -224,6 +287,7 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     from stemkube_api.settings import load_settings
 
     settings = local_settings(args, env)
+    keys, mode = local_keys(args, env, settings.data_dir)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = LocalStore(settings.objects)
@@ -231,27 +295,61 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     except (OSError, SchemaError) as exc:
         raise CliError(f"--data-dir {settings.data_dir}: {exc}") from None
     # MAX_FILE_SIZE applies as in Kubernetes mode; local files have no presigned URLs.
-    api_settings = replace(load_settings(env), presigned_downloads=False, models=settings.models)
-    return create_app(api_settings, backend, store)
+    api_settings = replace(
+        load_settings(env), presigned_downloads=False, models=settings.models, auth=mode
+    )
+    logging.getLogger(__name__).info(
+        "API keys: %s",
+        {
+            "off": "off (--no-auth, STEMKUBE_AUTH=off): anyone who reaches the port may use it",
+            "open-until-keys": f"open on loopback until a key exists in {settings.data_dir}",
+            "required": f"required (keys in {settings.data_dir})",
+        }[mode],
+    )
+    return create_app(api_settings, backend, store, keys, metrics_server(args, None))
 
 
-def kubernetes_app(env: Mapping[str, str]) -> FastAPI:
+def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     from stemkube_api.app import create_app
-    from stemkube_api.kubernetes.backend import KubernetesBackend
+    from stemkube_api.auth.modes import kubernetes_mode
+    from stemkube_api.kubernetes.backend import KubernetesBackend, api_client
+    from stemkube_api.kubernetes.keys import SecretKeyStore
     from stemkube_api.kubernetes.store import S3Store
     from stemkube_api.settings import load_settings
 
     settings = load_settings(env)
+    settings = replace(settings, auth=kubernetes_mode(settings.auth, args.no_auth))
     try:
         backend = KubernetesBackend.from_settings(settings)
+        # The keys' Secrets, followed by their own watch (list + watch of one namespace).
+        keys = (
+            None
+            if settings.auth == "off"
+            else SecretKeyStore(api_client(settings), settings.namespace)
+        )
     except Exception as exc:
         raise CliError(f"cannot configure the Kubernetes client: {exc}") from None
-    return create_app(settings, backend, S3Store.from_settings(settings))
+    if keys is None:
+        logging.getLogger(__name__).warning(
+            "API keys: off (STEMKUBE_AUTH=off): anyone who reaches the port may use the service"
+        )
+    return create_app(
+        settings,
+        backend,
+        S3Store.from_settings(settings),
+        keys,
+        metrics_server(args, KUBERNETES_METRICS_PORT),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from stemkube_api.settings import SettingsError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:
+        from stemkube_api import keys_cli
+
+        return keys_cli.main(argv[1:])
     env = os.environ
     parser = _parser()
     args = parser.parse_args(argv)
@@ -263,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = local_app(args, env) if args.local else kubernetes_app(env)
+        app = local_app(args, env) if args.local else kubernetes_app(args, env)
     except (CliError, SettingsError) as exc:
         print(f"stemkube-api: {exc}", file=sys.stderr)
         return 2

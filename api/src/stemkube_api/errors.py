@@ -21,18 +21,27 @@ log = logging.getLogger(__name__)
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, detail: str, reason: str | None = None, drain: bool = True
+        self,
+        status: int,
+        detail: str,
+        reason: str | None = None,
+        drain: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.reason = reason  # for the rejected-uploads metric
         self.drain = drain  # read the rest of an upload's body before answering
+        self.headers = headers  # WWW-Authenticate on a 401, Retry-After on a 429
 
 
 _WORDS = {
+    401: "No API key, or one that is not valid (unknown, revoked, mistyped or expired).",
+    403: "The key may not do this (e.g. only admin keys may filter by tenant).",
     404: "No such job (or stem).",
     409: "The job has no result yet, or failed.",
+    429: "The key's rate limit: wait Retry-After seconds.",
     413: "The file is larger than MAX_FILE_SIZE; nothing was stored.",
     415: "The file is not audio this service reads; nothing was stored.",
     422: "A bad request: the message names the field.",
@@ -47,7 +56,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 async def unavailable(request: Request, exc: UnavailableError) -> JSONResponse:

@@ -85,6 +85,8 @@ class NewJob:
     request: Options  # the options given (validated); the defaults stay implicit
     input_key: str
     filename: str
+    tenant: str | None = None  # the creator's; None: no tenant (an open service)
+    key_id: str | None = None  # the creating key's id (public), for the record
 
 
 class JobBackend(Protocol):
@@ -99,8 +101,15 @@ class JobBackend(Protocol):
     def get(self, job_id: str) -> JobRecord | None: ...
 
     def list(
-        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
-    ) -> JobPage: ...
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        tenant: str | None = None,
+    ) -> JobPage:
+        """Newest first; ``tenant``: only that tenant's jobs (None: every job), filtered
+        before paging."""
+        ...
 
     def delete(self, job_id: str) -> bool:
         """Cancels the job if it runs and deletes it and its files; False if there was none."""

@@ -26,6 +26,7 @@ from stemkube_contract.resource import (
     STATUS_PENDING,
     STATUS_PROCESSING,
     STATUSES,
+    TENANT_LABEL,
     status_of,
 )
 from stemkube_contract.timefmt import parse_time, precise_stamp
@@ -40,11 +41,12 @@ __all__ = ["CREATED_AT_ANNOTATION", "STATUSES", "result_key", "status_of", "vali
 STEM_MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
 
 
-def input_key(job_id: str, extension: str) -> str:
-    """Where an upload is stored: the job id and an extension from the sniffer's allow-list."""
+def input_key(job_id: str, extension: str, tenant: str | None = None) -> str:
+    """Where an upload is stored: the job id and an extension from the sniffer's allow-list,
+    under its tenant's prefix."""
     if extension not in EXTENSIONS:
         raise ValueError(f"not an allowed extension: {extension!r}")
-    return keys.input_key(job_id, extension)
+    return keys.input_key(job_id, extension, tenant)
 
 
 def clean_filename(name: str | None) -> str:
@@ -116,6 +118,7 @@ class JobRecord:
     reason: str | None = None
     message: str | None = None
     result_size: int | None = None
+    tenant: str | None = None  # None: no tenant (before keys, or made with kubectl)
 
     @property
     def model(self) -> str:
@@ -181,6 +184,7 @@ def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobReco
         input_key=input_ref.get("key", ""),
         result_key=result.get("key") or output_ref.get("key", ""),
         result_size=result.get("size"),
+        tenant=(meta.get("labels") or {}).get(TENANT_LABEL) or None,
     )
 
 
@@ -223,10 +227,16 @@ def paginate(
     status: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    tenant: str | None = None,
 ) -> JobPage:
-    """Newest first (ties by id), optionally of one status, ``limit`` at a time; a page's
-    ``next_cursor`` continues after its last job."""
-    chosen = [r for r in records if status is None or r.status == status]
+    """Newest first (ties by id), optionally of one status and of one tenant (None: every
+    job), ``limit`` at a time; a page's ``next_cursor`` continues after its last job. The
+    filters come before the page, so that a tenant's pages hold only its jobs."""
+    chosen = [
+        r
+        for r in records
+        if (status is None or r.status == status) and (tenant is None or r.tenant == tenant)
+    ]
     chosen.sort(key=_order_key, reverse=True)
     if cursor is not None:
         after = decode_cursor(cursor)

@@ -1,8 +1,12 @@
 """Prometheus metrics of one API instance (its own registry, so several apps can share a
-process, as tests do)."""
+process, as tests do), served on a port of their own (``MetricsServer``): the API's port is
+the one an ingress routes, and the metrics are nobody's business outside the cluster."""
 
+import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -10,6 +14,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    start_http_server,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,3 +83,33 @@ class MetricsMiddleware:
             method = scope.get("method", "GET")
             self.metrics.requests.labels(template, method, str(status["code"])).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+
+
+@dataclass
+class MetricsServer:
+    """The metrics' own HTTP server (any path answers them, ``/metrics`` included), in a
+    thread of the API's process, started and stopped with the app."""
+
+    host: str
+    port: int
+    _running: tuple[WSGIServer, threading.Thread] | None = field(default=None, init=False)
+
+    def start(self, registry: CollectorRegistry) -> None:
+        try:
+            self._running = start_http_server(self.port, self.host, registry=registry)
+        except OSError as exc:
+            raise RuntimeError(f"--metrics-port {self.port}: cannot listen: {exc}") from exc
+
+    @property
+    def bound_port(self) -> int:
+        """The port listened on (``port`` 0 picks a free one)."""
+        assert self._running is not None
+        return int(self._running[0].server_address[1])
+
+    def stop(self) -> None:
+        if self._running is not None:
+            server, thread = self._running
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._running = None

@@ -60,9 +60,14 @@ class JobStatus(BaseModel):
     )
     size: int | None = Field(None, description="Bytes of the result ZIP, once completed.")
     download_url: str | None = Field(None, description="Where to get the ZIP, once completed.")
+    tenant: str | None = Field(
+        None,
+        description="The tenant the job belongs to, shown to admin keys only (null for other "
+        "keys, and for jobs of no tenant).",
+    )
 
     @classmethod
-    def of(cls, record: JobRecord) -> "JobStatus":
+    def of(cls, record: JobRecord, show_tenant: bool = False) -> "JobStatus":
         done = record.status == "completed"
         return cls(
             job_id=record.job_id,
@@ -84,6 +89,7 @@ class JobStatus(BaseModel):
             options={k: list(v) if isinstance(v, tuple) else v for k, v in record.options.items()},
             size=record.result_size if done else None,
             download_url=f"/download/{record.job_id}" if done else None,
+            tenant=record.tenant if show_tenant else None,
         )
 
 

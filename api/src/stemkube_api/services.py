@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from stemkube_api.auth.caller import Caller
 from stemkube_api.errors import ApiError
 from stemkube_api.interfaces import JobBackend, ObjectStore
 from stemkube_api.jobs import JobRecord
@@ -21,12 +22,16 @@ class Services:
     store: ObjectStore
     metrics: Metrics
 
-    async def find(self, job_id: str) -> JobRecord:
-        """The job, or a 404."""
+    async def find(self, job_id: str, caller: Caller) -> JobRecord:
+        """The job, or a 404: another tenant's job is missing, word for word, for this caller."""
         record = await run_in_threadpool(self.backend.get, job_id)
-        if record is None:
-            raise ApiError(404, f"job {job_id} not found")
+        if record is None or not caller.sees(record.tenant):
+            raise not_found(job_id)
         return record
+
+
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, f"job {job_id} not found")
 
 
 def services(request: Request) -> Services:

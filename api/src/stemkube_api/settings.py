@@ -5,6 +5,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from stemkube_api.sizes import format_size, parse_size
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
@@ -13,6 +14,13 @@ from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
 DEFAULT_MAX_FILE_SIZE = "500MB"
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
+# Kubernetes mode requires API keys unless this says off (the chart sets it from
+# api.auth.enabled); local mode decides from its address and --no-auth (cli.py).
+AUTH_ENV = "STEMKUBE_AUTH"
+# off: no keys, everyone is the open caller; open-until-keys: so until the first key exists
+# (checked per request); required: a valid key on every route but the open ones.
+AuthMode = Literal["off", "open-until-keys", "required"]
+AUTH_MODES: tuple[AuthMode, ...] = ("off", "open-until-keys", "required")
 
 
 class SettingsError(ValueError):
@@ -40,6 +48,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # Origins whose browser pages may call the API (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
+    auth: AuthMode = "required"
 
     @property
     def max_file_size_text(self) -> str:
@@ -53,6 +62,16 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     if raw in FALSE:
         return False
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def parse_auth(env: Mapping[str, str]) -> AuthMode:
+    """``STEMKUBE_AUTH``: keys are required unless it says off (unset: required)."""
+    raw = env.get(AUTH_ENV, "").strip().lower()
+    if raw in ("off", "false", "0", "no"):
+        return "off"
+    if raw in ("", "on", "true", "1", "yes", "required"):
+        return "required"
+    raise SettingsError(f"{AUTH_ENV} must be 'required' or 'off', not {raw!r}")
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
@@ -112,4 +131,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
         kubeconfig=env.get("KUBECONFIG") or None,
         cors_origins=parse_origins(env.get("STEMKUBE_CORS_ORIGINS", "")),
+        auth=parse_auth(env),
     )

@@ -19,6 +19,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from stemkube_api.auth.caller import OPEN, Caller
 from stemkube_api.errors import ApiError
 from stemkube_api.form import (
     Event,
@@ -50,8 +51,11 @@ class UploadReceiver:
     """One upload (use once): the form's events in, the stored file and its new job out, or
     an ``ApiError`` with nothing stored."""
 
-    def __init__(self, services: Services, job_id: str | None = None) -> None:
+    def __init__(
+        self, services: Services, job_id: str | None = None, caller: Caller = OPEN
+    ) -> None:
         self.services = services
+        self.caller = caller  # the job is its tenant's, its files under its tenant's prefix
         self.settings = services.settings
         self.limit = services.settings.max_file_size
         self.job_id = job_id or str(uuid.uuid4())
@@ -120,7 +124,14 @@ class UploadReceiver:
             if not self.committed:
                 await _abort(self.writer)
         self.services.metrics.jobs_created.inc()
-        log.info("job %s created for %s (%d bytes)", self.job_id, self.filename, self.stored)
+        log.info(
+            "job %s created for %s (%d bytes) by key %s (tenant %s)",
+            self.job_id,
+            self.filename,
+            self.stored,
+            self.caller.key_name,
+            self.caller.tenant,
+        )
         return record
 
     async def feed(self, event: Event) -> None:
@@ -190,7 +201,7 @@ class UploadReceiver:
                 f"send {ACCEPTED}",
                 "not_audio",
             ) from None
-        self.key = input_key(self.job_id, detected.extension)
+        self.key = input_key(self.job_id, detected.extension, self.caller.tenant)
         self.writer = self.services.store.writer(self.key, self.limit, "application/octet-stream")
         self.batch.extend(self.head)
 
@@ -211,7 +222,12 @@ class UploadReceiver:
         self.committed = True
         self.services.metrics.upload_bytes.inc(self.stored)
         new = NewJob(
-            job_id=self.job_id, request=separation, input_key=self.key, filename=self.filename
+            job_id=self.job_id,
+            request=separation,
+            input_key=self.key,
+            filename=self.filename,
+            tenant=self.caller.tenant,
+            key_id=self.caller.key_id or None,
         )
         try:
             return await run_in_threadpool(self.services.backend.create, new)

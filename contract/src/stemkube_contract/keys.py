@@ -4,6 +4,11 @@ import re
 
 INPUTS_PREFIX = "inputs/"
 RESULTS_PREFIX = "results/"
+# A tenant's objects live under their own prefix: tenants/<tenant>/inputs/..., .../results/...
+TENANTS_PREFIX = "tenants/"
+# A tenant name is a label value and one key segment: a DNS label.
+TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_TENANT = re.compile(TENANT_PATTERN)
 MAX_KEY_LENGTH = 1024
 # A Kubernetes object name (DNS subdomain): a job id is the SeparationJob's name.
 JOB_ID_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -33,17 +38,31 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-def input_key(job_id: str, extension: str) -> str:
-    """Where an upload is stored: built from the job id and a known extension, never from user
-    text."""
+def valid_tenant(tenant: str) -> bool:
+    return bool(_TENANT.fullmatch(tenant))
+
+
+def _home(tenant: str | None) -> str:
+    """The prefix of a tenant's objects; none for the jobs of no tenant (the layout from before
+    tenants existed)."""
+    if tenant is None:
+        return ""
+    if not valid_tenant(tenant):
+        raise ValueError(f"not a tenant: {tenant!r}")
+    return f"{TENANTS_PREFIX}{tenant}/"
+
+
+def input_key(job_id: str, extension: str, tenant: str | None = None) -> str:
+    """Where an upload is stored: built from the job id, a known extension and the tenant
+    (a checked name), never from user text."""
     if not valid_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
     if not re.fullmatch(r"[a-z0-9]{1,8}", extension):
         raise ValueError(f"not an extension: {extension!r}")
-    return f"{INPUTS_PREFIX}{job_id}/input.{extension}"
+    return f"{_home(tenant)}{INPUTS_PREFIX}{job_id}/input.{extension}"
 
 
-def result_key(job_id: str) -> str:
+def result_key(job_id: str, tenant: str | None = None) -> str:
     if not valid_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
-    return f"{RESULTS_PREFIX}{job_id}.zip"
+    return f"{_home(tenant)}{RESULTS_PREFIX}{job_id}.zip"

@@ -25,6 +25,11 @@ NAME_LABEL = "stemkube.io/separation-job"
 NAME_ANNOTATION = "stemkube.io/separation-job"
 # The API's creation stamp with microseconds (creationTimestamp has seconds only).
 CREATED_AT_ANNOTATION = "stemkube.io/created-at"
+# The tenant a SeparationJob belongs to (the API key's that created it) and that key's id
+# (public, never the key). A SeparationJob without the tenant label belongs to no tenant: only
+# admin keys see it.
+TENANT_LABEL = "stemkube.io/tenant"
+API_KEY_ID_LABEL = "stemkube.io/api-key-id"
 CONTAINER = "separator"
 
 MAX_LABEL_VALUE = 63

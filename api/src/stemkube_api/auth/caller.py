@@ -26,7 +26,7 @@ class UnauthenticatedError(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    tenant: str
+    tenant: str | None  # None: no tenant (an open service's caller)
     role: Role
     key_name: str
     key_id: str
@@ -41,10 +41,9 @@ class Caller:
         return self.admin or tenant == self.tenant
 
 
-# Local mode without keys on a loopback address: everyone is this caller (the seed's flow).
-OPEN = Caller(tenant="default", role="admin", key_name="(no keys)", key_id="")
-# Jobs created before tenants existed (or by kubectl without the label) belong to this one.
-DEFAULT_TENANT = "default"
+# A service without keys (auth off, or local mode on loopback before the first key): everyone
+# is this caller, sees every job, and creates jobs of no tenant (the layout from before keys).
+OPEN = Caller(tenant=None, role="admin", key_name="(open)", key_id="")
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -9,6 +9,18 @@ from stemkube_api.auth.keys import ROLES, KeyRecord, Quotas, Role
 
 
 class KeyStore(Protocol):
+    def start(self) -> None:
+        """Begins following the stored keys (a watch), for a serving API; the command line
+        reads without it."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def check(self) -> None:
+        """Raises UnavailableError (interfaces) unless lookups answer from the stored keys:
+        a replica that has not read them yet must not call every key unknown."""
+        ...
+
     def lookup(self, key_id: str) -> KeyRecord | None:
         """The key's record; None when unknown or revoked. Called on every request."""
         ...

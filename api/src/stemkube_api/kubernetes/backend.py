@@ -29,6 +29,7 @@ from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog
 from stemkube_contract.resource import (
     API_CREATOR,
+    API_KEY_ID_LABEL,
     API_VERSION,
     APP_NAME,
     APP_NAME_LABEL,
@@ -36,6 +37,7 @@ from stemkube_contract.resource import (
     GROUP,
     KIND,
     PLURAL,
+    TENANT_LABEL,
     VERSION,
 )
 
@@ -54,8 +56,14 @@ def manifest(
     job: NewJob, namespace: str, bucket: str, output_key: str, models: Catalog
 ) -> dict[str, Any]:
     """The SeparationJob for a new job: the options the user gave, and the model always (the
-    deployment's default is the API's to apply); the CRD's defaults apply to the rest."""
+    deployment's default is the API's to apply); the CRD's defaults apply to the rest. Its
+    labels name its tenant and the key that created it (a job of no tenant has neither)."""
     options = {"model": models.default, **job.request}
+    labels = {APP_NAME_LABEL: APP_NAME, CREATED_BY_LABEL: API_CREATOR}
+    if job.tenant is not None:
+        labels[TENANT_LABEL] = job.tenant
+    if job.key_id:
+        labels[API_KEY_ID_LABEL] = job.key_id
     spec: dict[str, Any] = {
         "input": {"bucket": bucket, "key": job.input_key, "filename": job.filename},
         "output": {"bucket": bucket, "key": output_key},
@@ -67,7 +75,7 @@ def manifest(
         "metadata": {
             "name": job.job_id,
             "namespace": namespace,
-            "labels": {APP_NAME_LABEL: APP_NAME, CREATED_BY_LABEL: API_CREATOR},
+            "labels": labels,
             "annotations": {
                 CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))
             },
@@ -116,7 +124,8 @@ class KubernetesBackend:
         self.cache.stop()
 
     def create(self, job: NewJob) -> JobRecord:
-        body = manifest(job, self.namespace, self.bucket, result_key(job.job_id), self.models)
+        output = result_key(job.job_id, job.tenant)
+        body = manifest(job, self.namespace, self.bucket, output, self.models)
         try:
             created: dict[str, Any] = self._objects.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
@@ -153,14 +162,18 @@ class KubernetesBackend:
         return record_from_cr(cr, self.models) if _visible(cr) else None
 
     def list(
-        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        tenant: str | None = None,
     ) -> JobPage:
         if not self.cache.wait_synced(10):
             raise UnavailableError(
                 f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
             )
         records = [record_from_cr(cr, self.models) for cr in self.cache.all() if _visible(cr)]
-        return paginate(records, status, limit, cursor)
+        return paginate(records, status, limit, cursor, tenant)
 
     def delete(self, job_id: str) -> bool:
         if not valid_job_id(job_id):

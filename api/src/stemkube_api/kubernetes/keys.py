@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from stemkube_api.auth.keys import KeyRecord
 from stemkube_api.auth.store import from_json, to_json
+from stemkube_api.interfaces import UnavailableError
 from stemkube_api.kubernetes.watch import WatchCache
 from stemkube_contract.resource import APP_NAME, APP_NAME_LABEL, COMPONENT_LABEL
 
@@ -88,6 +89,11 @@ class SecretKeyStore:
 
     def wait_synced(self, timeout: float) -> bool:
         return self.cache is None or self.cache.wait_synced(timeout)
+
+    def check(self) -> None:
+        if self.cache is not None and not self.cache.synced.is_set():
+            why = self.cache.last_error or "starting"
+            raise UnavailableError(f"API keys: the Secret watch has not synced ({why})")
 
     # Reading: the watched copy on the request path, the API server for the command line.
     def _secrets(self) -> list[dict[str, Any]]:

@@ -1,12 +1,14 @@
-"""The job backend of local mode: jobs are rows in SQLite, run by local worker processes."""
+"""The job backend of local mode: jobs are rows in SQLite, run by local worker processes. A
+row's owner (tenant, key) is kept beside it (``records.Owned``)."""
 
 import datetime
 import logging
+from dataclasses import replace
 
 from stemkube_api.interfaces import NewJob, UnavailableError
-from stemkube_api.jobs import JobPage, JobRecord, paginate, valid_job_id
+from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key, valid_job_id
 from stemkube_api.local import rules
-from stemkube_api.local.records import JobTable
+from stemkube_api.local.records import JobTable, Owned
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
 from stemkube_api.local.weights import Weights
@@ -52,26 +54,32 @@ class LocalBackend:
         self.workers.stop()
         self.table.close()
 
+    def _record(self, owned: Owned) -> JobRecord:
+        return replace(rules.record_of(owned.row, self.settings.models), tenant=owned.tenant)
+
     def create(self, job: NewJob) -> JobRecord:
         row = rules.new_row(job, self.settings.models, datetime.datetime.now(datetime.UTC))
-        self.table.insert(row)
+        # The result goes under the tenant's prefix, as its input did.
+        row = replace(row, result_key=result_key(job.job_id, job.tenant))
+        self.table.insert(row, job.tenant, job.key_id)
         self.workers.wake()
-        return rules.record_of(row, self.settings.models)
+        return self._record(Owned(row, job.tenant, job.key_id))
 
     def get(self, job_id: str) -> JobRecord | None:
         if not valid_job_id(job_id):
             return None
-        row = self.table.get(job_id)
-        return rules.record_of(row, self.settings.models) if row else None
+        owned = self.table.get_owned(job_id)
+        return self._record(owned) if owned else None
 
     def list(
-        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        tenant: str | None = None,
     ) -> JobPage:
         return paginate(
-            [rules.record_of(r, self.settings.models) for r in self.table.all()],
-            status,
-            limit,
-            cursor,
+            [self._record(o) for o in self.table.all_owned(tenant)], status, limit, cursor
         )
 
     def delete(self, job_id: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stemkube_api.auth.keys import KeyRecord
 from stemkube_api.auth.store import from_json, to_json
+from stemkube_api.interfaces import UnavailableError
 
 FILE = "keys.sqlite3"
 
@@ -24,6 +25,20 @@ class SqliteKeyStore:
             " key_id TEXT PRIMARY KEY, name TEXT NOT NULL, record TEXT NOT NULL)"
         )
         self.path.chmod(0o600)  # hashes only, but nobody else's business
+
+    # Read per request: nothing to follow.
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def check(self) -> None:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"API keys: {self.path} does not answer: {exc}") from exc
 
     def lookup(self, key_id: str) -> KeyRecord | None:
         with self._lock:

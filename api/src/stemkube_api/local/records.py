@@ -8,7 +8,7 @@ import datetime
 import json
 import sqlite3
 import threading
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
 from stemkube_api.local.rules import JobRow
 from stemkube_contract import options as catalogue
 
-# 1: one column per option; 2: the options as one JSON object (a new option needs no column).
-SCHEMA_VERSION = 2
+# 1: one column per option; 2: the options as one JSON object (a new option needs no column);
+# 3: the job's tenant and the id of the key that created it (NULL: no tenant, as before keys).
+SCHEMA_VERSION = 3
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -34,11 +35,28 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason TEXT,
     message TEXT,
     result_size INTEGER,
-    pid INTEGER
+    pid INTEGER,
+    tenant TEXT,
+    key_id TEXT
 )
 """
 INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"
+TENANT_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at)"
+# The row's own columns, which the workers read and write; the owner's (tenant, key_id) are
+# written once, at insert, and never by a save.
 COLUMNS = tuple(f.name for f in fields(JobRow))
+OWNER_COLUMNS = ("tenant", "key_id")
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A row and whose it is."""
+
+    row: JobRow
+    tenant: str | None = None
+    key_id: str | None = None
+
+
 TIMES = ("created_at", "started_at", "completed_at")
 
 
@@ -57,11 +75,19 @@ def _to_db(row: JobRow) -> dict[str, Any]:
 
 
 def _from_db(values: sqlite3.Row) -> JobRow:
-    data: dict[str, Any] = dict(zip(values.keys(), tuple(values), strict=True))
+    data: dict[str, Any] = {
+        name: value
+        for name, value in zip(values.keys(), tuple(values), strict=True)
+        if name in COLUMNS
+    }
     for name in TIMES:
         data[name] = datetime.datetime.fromisoformat(data[name]) if data[name] else None
     data["options"] = catalogue.from_json(data["options"])
     return JobRow(**data)
+
+
+def _owned(values: sqlite3.Row) -> Owned:
+    return Owned(_from_db(values), values["tenant"], values["key_id"])
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:
@@ -97,6 +123,23 @@ def _migrate_from_1(db: sqlite3.Connection) -> None:
         raise
 
 
+def _migrate_from_2(db: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: the owner's columns, NULL for the jobs there are (no tenant: only admin
+    keys and an open service see them), in one transaction with the version."""
+    present = {c[1] for c in db.execute("PRAGMA table_info(jobs)").fetchall()}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name in OWNER_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+        db.execute(TENANT_INDEX)
+        db.execute("PRAGMA user_version=3")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SchemaError(RuntimeError):
     pass
 
@@ -118,8 +161,11 @@ class JobTable:
                 )
             if version == 1:
                 _migrate_from_1(self._db)
+            if version in (1, 2):
+                _migrate_from_2(self._db)
             self._db.execute(TABLE)
             self._db.execute(INDEX)
+            self._db.execute(TENANT_INDEX)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -137,10 +183,10 @@ class JobTable:
     def ping(self) -> None:
         self._query("SELECT 1")
 
-    def insert(self, row: JobRow) -> None:
-        values = _to_db(row)
-        names = ", ".join(COLUMNS)
-        marks = ", ".join(f":{name}" for name in COLUMNS)
+    def insert(self, row: JobRow, tenant: str | None = None, key_id: str | None = None) -> None:
+        values = {**_to_db(row), "tenant": tenant, "key_id": key_id}
+        names = ", ".join((*COLUMNS, *OWNER_COLUMNS))
+        marks = ", ".join(f":{name}" for name in (*COLUMNS, *OWNER_COLUMNS))
         with self._lock:
             self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
 
@@ -148,8 +194,20 @@ class JobTable:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", job_id)
         return _from_db(rows[0]) if rows else None
 
+    def get_owned(self, job_id: str) -> Owned | None:
+        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", job_id)
+        return _owned(rows[0]) if rows else None
+
     def all(self) -> list[JobRow]:
         return [_from_db(r) for r in self._query("SELECT * FROM jobs")]
+
+    def all_owned(self, tenant: str | None = None) -> list[Owned]:
+        """Every job, or (``tenant``) that tenant's only."""
+        if tenant is None:
+            rows = self._query("SELECT * FROM jobs")
+        else:
+            rows = self._query("SELECT * FROM jobs WHERE tenant = ?", tenant)
+        return [_owned(r) for r in rows]
 
     def with_status(self, *statuses: str) -> list[JobRow]:
         marks = ", ".join("?" for _ in statuses)

@@ -1,7 +1,9 @@
 """The pure rules of local mode: a job row as the API shows it, the separator's command line
-for a row, and what a finished separator process means for its job."""
+for a row and its workers', which processes are ours, and what a finished separation means for
+its job."""
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,11 +18,14 @@ from stemkube_api.jobs import (
 )
 from stemkube_contract import exitcodes
 from stemkube_contract import options as catalogue
+from stemkube_contract.batch import SERVE_FLAG
 from stemkube_contract.models import Catalog
 from stemkube_contract.options import DEFAULT_PRECISION, Options
 from stemkube_contract.timefmt import human_duration
 
 SIGNALS = {9: "SIGKILL", 15: "SIGTERM", 6: "SIGABRT", 11: "SIGSEGV"}
+
+JOB_ID_FLAG = "--job-id"
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,21 @@ def separator_command(
     if repo is not None:
         command.append(f"--model-repo={repo}")
     return command
+
+
+def serve_command(program: Sequence[str], tag: str) -> list[str]:
+    """A worker slot's ``stemkube-separate --serve``: ``--tag`` marks it as this data folder's
+    (its own command line says so after a crash of the API)."""
+    return [*program, SERVE_FLAG, f"--tag={tag}"]
+
+
+def is_our_separator(args: Sequence[bytes], job_id: str, tag: str) -> bool:
+    """Whether a process's command line (its arguments, as /proc/PID/cmdline holds them) shows
+    a separator of ours for the job: a single run that names it (``--job-id``), or a worker of
+    this data folder (at start every one left is a leftover, whatever it runs)."""
+    if f"{JOB_ID_FLAG}={job_id}".encode() in args:
+        return True
+    return SERVE_FLAG.encode() in args and f"--tag={tag}".encode() in args
 
 
 @dataclass(frozen=True)

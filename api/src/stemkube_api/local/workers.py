@@ -1,7 +1,11 @@
-"""Local mode's workers: pending jobs run oldest first, at most ``workers`` at once, each as a
-``stemkube-separate`` child process (the Job image's program, with the same options, progress,
-exit codes and termination message). One thread starts, follows and reaps them, and removes
-finished jobs past their TTL."""
+"""Local mode's workers: pending jobs run oldest first, at most ``workers`` at once. Each worker
+slot keeps one ``stemkube-separate --serve`` process (the Job image's program), started on the
+slot's first job and given one job after another, each with the options, progress file, exit
+code and termination message a process per job had; the process keeps the model loaded between
+jobs. One thread starts, follows and reaps the jobs, and removes finished jobs past their TTL.
+
+A worker ends when its job is cancelled (the slot's next job starts a fresh one), when the
+service stops, or if it dies; an idle one keeps running, holding its model."""
 
 import contextlib
 import datetime
@@ -9,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -20,11 +23,11 @@ from stemkube_api.local import rules
 from stemkube_api.local.records import JobTable
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
+from stemkube_api.local.worker_process import GRACE, WorkerProcess
 
 log = logging.getLogger(__name__)
 
-TICK = 0.25  # seconds between two looks at the children when nothing wakes the loop
-GRACE = 10.0  # seconds a cancelled separator gets to abort cleanly before SIGKILL
+TICK = 0.25  # seconds between two looks at the workers when nothing wakes the loop
 
 
 def _now() -> datetime.datetime:
@@ -42,16 +45,9 @@ def termination_log(workdir: Path) -> Path:
 @dataclass
 class Running:
     row: rules.JobRow
-    process: "subprocess.Popen[bytes]"
+    worker: WorkerProcess
     workdir: Path
     slot: int
-    kill_at: float | None = None  # monotonic; set once a SIGTERM was sent
-
-    def terminate(self) -> None:
-        if self.kill_at is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            self.kill_at = time.monotonic() + GRACE
 
 
 def _read(path: Path) -> str:
@@ -61,24 +57,24 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _is_our_separator(pid: int, job_id: str) -> bool:
-    """Only a process whose command line names the job is ours to kill: a pid stored before a
-    crash may belong to anything by now."""
+def _is_our_separator(pid: int, job_id: str, tag: str) -> bool:
+    """Only a process whose command line shows it is ours is ours to kill: a pid stored before
+    a crash may belong to anything by now."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"--job-id={job_id}".encode() in cmdline
+    return rules.is_our_separator(cmdline, job_id, tag)
 
 
-def _kill_leftover(pid: int, job_id: str) -> None:
-    if not _is_our_separator(pid, job_id):
+def _kill_leftover(pid: int, job_id: str, tag: str) -> None:
+    if not _is_our_separator(pid, job_id, tag):
         return
     log.warning("job %s: killing its separator (pid %d) left from the last run", job_id, pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + GRACE
-    while _is_our_separator(pid, job_id) and time.monotonic() < deadline:
+    while _is_our_separator(pid, job_id, tag) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -88,6 +84,10 @@ class Workers:
         self.table = table
         self.store = store
         self._running: dict[str, Running] = {}
+        # The loop's alone (and stop's, once the loop ended): the worker of each slot, busy or
+        # idle; and workers told to end, reaped once they did.
+        self._slots: dict[int, WorkerProcess] = {}
+        self._retiring: list[WorkerProcess] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -101,7 +101,7 @@ class Workers:
         (or fails, past its attempts); half-written files and work folders go."""
         for row in self.table.with_status(PROCESSING):
             if row.pid:
-                _kill_leftover(row.pid, row.job_id)
+                _kill_leftover(row.pid, row.job_id, self._tag)
             next_state = rules.interrupted(row, self.settings.max_attempts)
             self.table.save(
                 replace(
@@ -125,8 +125,8 @@ class Workers:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops the loop, then the separators: their jobs run again on the next start, and
-        this stop does not count as one of their attempts."""
+        """Stops the loop, then the workers: their jobs run again on the next start, and this
+        stop does not count as one of their attempts."""
         self._stop.set()
         self._wake.set()
         self._thread.join()
@@ -134,13 +134,16 @@ class Workers:
             running = list(self._running.values())
             self._running.clear()
         for job in running:
-            job.terminate()
+            job.worker.terminate()
+        workers = [*self._slots.values(), *self._retiring]
+        self._slots.clear()
+        self._retiring.clear()
+        for worker in workers:
+            worker.retire()
+        for worker in workers:
+            worker.wait(GRACE)
+            worker.release()
         for job in running:
-            try:
-                job.process.wait(GRACE)
-            except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
             self.table.save(
                 replace(
                     job.row,
@@ -163,12 +166,18 @@ class Workers:
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
-        """Stops the job's separator if it runs (its row is already gone)."""
+        """Stops the job's worker if the job runs (its row is already gone): the job ends as a
+        process per job did on SIGTERM, and the slot's next job starts a fresh worker."""
         with self._lock:
             job = self._running.get(job_id)
             if job is not None:
-                job.terminate()
+                job.worker.terminate()
         self._wake.set()
+
+    @property
+    def _tag(self) -> str:
+        """What marks this data folder's workers in their command lines."""
+        return str(self.settings.data_dir.absolute())
 
     # The loop --------------------------------------------------------------------------------
 
@@ -203,9 +212,9 @@ class Workers:
         workdir = self.settings.work / row.job_id
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        command = rules.separator_command(
+        argv = rules.separator_command(
             row,
-            list(self.settings.program),
+            [],
             self.store.path(row.input_key),
             self.store.path(row.result_key),
             progress_file(workdir),
@@ -214,47 +223,66 @@ class Workers:
             self.settings.models,
             self.settings.precision,
         )
-        env = dict(os.environ)
-        if self.settings.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.settings.gpus[slot % len(self.settings.gpus)]
+        kept = self._slots.get(slot)
         try:
-            with (self.settings.logs / f"{row.job_id}.log").open("ab") as out:
-                # A session of its own: Ctrl-C in the terminal reaches the API, which stops
-                # the separators itself (and requeues their jobs).
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            worker = self._hand_over(slot, argv, self.settings.logs / f"{row.job_id}.log")
         except OSError as exc:
             failed = replace(
                 row,
                 status=FAILED,
                 reason="SeparatorError",
-                message=f"cannot start the separator ({command[0]}): {exc}",
+                message=f"cannot start the separator ({self.settings.program[0]}): {exc}",
                 completed_at=_now(),
             )
             self.table.save(failed, only_if_status=PENDING)
             log.error("job %s: %s", row.job_id, failed.message)
             return
         now = _now()
-        running_row = rules.started(row, process.pid, now)
-        job = Running(running_row, process, workdir, slot)
+        running_row = rules.started(row, worker.pid, now)
+        job = Running(running_row, worker, workdir, slot)
         with self._lock:
             self._running[row.job_id] = job
         if not self.table.save(running_row, only_if_status=PENDING):
-            job.terminate()  # deleted between our read and now: reaped as cancelled
+            worker.terminate()  # deleted between our read and now: reaped as cancelled
             return
         log.info(
-            "job %s: separating on worker %d (pid %d, attempt %d)",
+            "job %s: separating on worker %d (%s pid %d, attempt %d)",
             row.job_id,
             slot,
-            process.pid,
+            "its process," if worker is kept else "a new process,",
+            worker.pid,
             running_row.attempts,
         )
+
+    def _hand_over(self, slot: int, argv: list[str], log_path: Path) -> WorkerProcess:
+        """The job to the slot's worker; to a new one if the slot has none, or if its worker
+        ended while idle. Raises OSError if no worker can be started."""
+        worker = self._slots.get(slot)
+        if worker is not None and worker.send(argv, log_path):
+            return worker
+        if worker is not None:
+            log.warning("worker %d (pid %d) ended while idle; starting another", slot, worker.pid)
+            self._retire(slot)
+        worker = WorkerProcess.start(
+            rules.serve_command(self.settings.program, self._tag), self._env(slot), log_path
+        )
+        self._slots[slot] = worker
+        # Refused only if it ended already: its exit code then says what became of the job.
+        worker.send(argv, log_path)
+        return worker
+
+    def _env(self, slot: int) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.settings.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.settings.gpus[slot % len(self.settings.gpus)]
+        return env
+
+    def _retire(self, slot: int) -> None:
+        """The slot's worker takes no more jobs: it ends (at once if idle) and is reaped."""
+        worker = self._slots.pop(slot, None)
+        if worker is not None:
+            worker.retire()
+            self._retiring.append(worker)
 
     def _follow_progress(self) -> None:
         with self._lock:
@@ -268,16 +296,50 @@ class Workers:
         with self._lock:
             running = list(self._running.values())
         for job in running:
-            code = job.process.poll()
+            code = self._ended(job)
             if code is None:
-                if job.kill_at is not None and time.monotonic() > job.kill_at:
-                    with contextlib.suppress(ProcessLookupError):
-                        job.process.kill()
                 continue
             with self._lock:
                 self._running.pop(job.row.job_id, None)
             self._finish(job, code)
             self._wake.set()  # a slot is free
+        self._reap_idle()
+        self._reap_retired()
+
+    def _ended(self, job: Running) -> int | None:
+        """The job's exit code once it ended: its worker's answer, or the worker's own exit
+        code if it ended without one (killed, crashed: as a process per job's would say)."""
+        worker = job.worker
+        code = worker.reply()
+        if code is not None:
+            if worker.terminated:  # it ends after this answer
+                self._retire(job.slot)
+            return code
+        exited = worker.poll()
+        if exited is None:
+            worker.kill_if_overdue()
+            return None
+        self._retire(job.slot)
+        code = worker.reply()  # an answer written just before it ended
+        return exited if code is None else code
+
+    def _reap_idle(self) -> None:
+        """Idle workers that ended (killed from outside, out of memory): their slot starts a
+        fresh one for its next job."""
+        with self._lock:
+            busy = {job.slot for job in self._running.values()}
+        for slot, worker in list(self._slots.items()):
+            if slot not in busy and worker.poll() is not None:
+                log.warning("worker %d (pid %d) ended while idle", slot, worker.pid)
+                self._retire(slot)
+
+    def _reap_retired(self) -> None:
+        for worker in list(self._retiring):
+            if worker.poll() is None:
+                worker.kill_if_overdue()
+                continue
+            worker.release()
+            self._retiring.remove(worker)
 
     def _finish(self, job: Running, code: int) -> None:
         job_id = job.row.job_id

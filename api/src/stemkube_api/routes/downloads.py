@@ -3,10 +3,11 @@
 import zipfile
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.interfaces import ObjectNotFoundError
 from stemkube_api.jobs import (
@@ -36,7 +37,7 @@ REDIRECT: dict[int | str, dict[str, Any]] = {
     307: {"description": "With STEMKUBE_PRESIGNED_DOWNLOADS: a short-lived URL of the object."}
 }
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)])
 
 
 def finished(record: JobRecord) -> None:
@@ -54,12 +55,12 @@ def finished(record: JobRecord) -> None:
 @router.get(
     "/download/{job_id}",
     response_class=StreamingResponse,
-    responses={200: ZIP_BODY, **REDIRECT, **error_responses(404, 409, 503)},
+    responses={200: ZIP_BODY, **REDIRECT, **error_responses(401, 404, 409, 429, 503)},
     summary="The stems ZIP of a completed job",
 )
-async def download(job_id: str, services: ServicesDep) -> Any:
+async def download(job_id: str, services: ServicesDep, caller: CallerDep) -> Any:
     settings, store = services.settings, services.store
-    record = await services.find(job_id)
+    record = await services.find(job_id, caller)
     finished(record)
     name = zip_download_name(record.filename)
     if settings.presigned_downloads:
@@ -85,12 +86,12 @@ async def download(job_id: str, services: ServicesDep) -> Any:
 @router.get(
     "/download/{job_id}/{stem}",
     response_class=StreamingResponse,
-    responses={200: STEM_BODY, **error_responses(404, 409, 502, 503)},
+    responses={200: STEM_BODY, **error_responses(401, 404, 409, 429, 502, 503)},
     summary="One stem of a completed job",
 )
-async def download_stem(job_id: str, stem: str, services: ServicesDep) -> Any:
+async def download_stem(job_id: str, stem: str, services: ServicesDep, caller: CallerDep) -> Any:
     store = services.store
-    record = await services.find(job_id)
+    record = await services.find(job_id, caller)
     finished(record)
     if stem not in record.stems:
         raise ApiError(

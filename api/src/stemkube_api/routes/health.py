@@ -1,11 +1,11 @@
-"""Service name and version, liveness, readiness, Prometheus metrics."""
+"""Service name and version, liveness, readiness: open to all (they hold no data). The
+Prometheus metrics have a port of their own (metrics.MetricsServer)."""
 
 import anyio
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request
 
 from stemkube_api import __version__
+from stemkube_api.auth.dependency import Authenticator
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.interfaces import UnavailableError
 from stemkube_api.models import Alive, Health, Ready
@@ -32,10 +32,17 @@ async def healthz() -> Alive:
     responses=error_responses(503),
     summary="Readiness: the job backend and the object store answer",
 )
-async def readyz(services: ServicesDep) -> Ready:
+async def readyz(request: Request, services: ServicesDep) -> Ready:
     backend, store = services.backend, services.store
+    auth: Authenticator = request.app.state.auth
     checks: dict[str, str] = {}
-    for name, check in ((backend.name, backend.check), ("storage", store.check)):
+    parts = [(backend.name, backend.check), ("storage", store.check)]
+    if auth.mode == "required":
+        # A replica takes traffic once it knows the keys (Kubernetes: the Secrets' first list).
+        # Open until the first key (local mode on loopback), the store only decides whether
+        # to ask for one: readiness is the jobs' and the files' as before.
+        parts.append(("keys", auth.check))
+    for name, check in parts:
         try:
             with anyio.fail_after(CHECK_TIMEOUT):
                 await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
@@ -45,10 +52,3 @@ async def readyz(services: ServicesDep) -> Ready:
             raise ApiError(503, str(exc)) from None
         checks[name] = "ok"
     return Ready(status="ready", checks=checks)
-
-
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus")
-async def metrics_endpoint(services: ServicesDep) -> PlainTextResponse:
-    return PlainTextResponse(
-        generate_latest(services.metrics.registry).decode(), media_type=CONTENT_TYPE_LATEST
-    )

@@ -1,34 +1,39 @@
-"""Jobs: upload a song (a new job), its status, the list, deletion."""
+"""Jobs: upload a song (a new job), its status, the list, deletion. Each sees the caller's
+tenant only (admin keys: every tenant); another tenant's job is missing."""
 
 import contextlib
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.interfaces import UnavailableError
 from stemkube_api.jobs import BadCursorError
 from stemkube_api.models import Deleted, JobList, JobStatus, Status, UploadResponse
-from stemkube_api.services import ServicesDep
+from stemkube_api.services import ServicesDep, not_found
 from stemkube_api.settings import Settings
 from stemkube_api.sniff import ACCEPTED
 from stemkube_api.upload import UploadReceiver
 from stemkube_contract import options as catalogue
 
+log = logging.getLogger(__name__)
 _router = APIRouter(tags=["jobs"])
 
 
 def router(settings: Settings) -> APIRouter:
     """The job routes; the upload form's OpenAPI schema is this deployment's (its models)."""
-    routes = APIRouter()
+    # The caller is known (or refused) before anything else: an upload's body is not read.
+    routes = APIRouter(dependencies=[Depends(current_caller)])
     routes.add_api_route(
         "/upload",
         upload,
         methods=["POST"],
         tags=["jobs"],
         response_model=UploadResponse,
-        responses=error_responses(413, 415, 422, 503),
+        responses=error_responses(401, 413, 415, 422, 429, 503),
         openapi_extra=upload_body(settings),
         summary="Upload a song; its separation starts in the background",
     )
@@ -61,8 +66,8 @@ def upload_body(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def upload(request: Request, services: ServicesDep) -> UploadResponse:
-    record = await UploadReceiver(services).receive(
+async def upload(request: Request, services: ServicesDep, caller: CallerDep) -> UploadResponse:
+    record = await UploadReceiver(services, caller=caller).receive(
         request.stream(),
         request.headers.get("content-type"),
         request.headers.get("content-length", ""),
@@ -78,33 +83,41 @@ async def upload(request: Request, services: ServicesDep) -> UploadResponse:
 @_router.get(
     "/status/{job_id}",
     response_model=JobStatus,
-    responses=error_responses(404, 503),
+    responses=error_responses(401, 404, 429, 503),
     summary="A job's status and progress",
 )
-async def status(job_id: str, services: ServicesDep) -> JobStatus:
-    return JobStatus.of(await services.find(job_id))
+async def status(job_id: str, services: ServicesDep, caller: CallerDep) -> JobStatus:
+    return JobStatus.of(await services.find(job_id, caller), show_tenant=caller.admin)
 
 
 @_router.get(
     "/jobs",
     response_model=JobList,
-    responses=error_responses(422, 503),
-    summary="All jobs, newest first",
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="The caller's jobs (admin keys: every tenant's), newest first",
 )
 async def jobs(
     services: ServicesDep,
+    caller: CallerDep,
     status: Annotated[Status | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=1000, description="At most this many jobs.")
     ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    tenant: Annotated[
+        str | None, Query(description="Only this tenant's jobs (admin keys only).")
+    ] = None,
 ) -> JobList:
+    if tenant is not None and not caller.admin:
+        raise ApiError(403, "only admin keys may filter by tenant")
+    # A key sees its own tenant's jobs; an admin every job, or the tenant it asks for.
+    scope = tenant if caller.admin else caller.tenant
     try:
-        page = await run_in_threadpool(services.backend.list, status, limit, cursor)
+        page = await run_in_threadpool(services.backend.list, status, limit, cursor, scope)
     except BadCursorError as exc:
         raise ApiError(422, str(exc)) from None
     return JobList(
-        jobs=[JobStatus.of(r) for r in page.jobs],
+        jobs=[JobStatus.of(r, show_tenant=caller.admin) for r in page.jobs],
         count=len(page.jobs),
         next_cursor=page.next_cursor,
     )
@@ -113,13 +126,13 @@ async def jobs(
 @_router.delete(
     "/job/{job_id}",
     response_model=Deleted,
-    responses=error_responses(404, 503),
+    responses=error_responses(401, 404, 429, 503),
     summary="Cancel a job if it runs, and delete it and its files",
 )
-async def delete(job_id: str, services: ServicesDep) -> Deleted:
-    record = await services.find(job_id)
+async def delete(job_id: str, services: ServicesDep, caller: CallerDep) -> Deleted:
+    record = await services.find(job_id, caller)
     if not await run_in_threadpool(services.backend.delete, job_id):
-        raise ApiError(404, f"job {job_id} not found")
+        raise not_found(job_id)
     # The operator's finalizer removes the files; removing them here too covers a job
     # deleted before the operator ever saw it.
     for key in (record.input_key, record.result_key):
@@ -127,4 +140,5 @@ async def delete(job_id: str, services: ServicesDep) -> Deleted:
             with contextlib.suppress(UnavailableError):
                 await run_in_threadpool(services.store.delete, key)
     was = "cancelled and deleted" if record.status in ("pending", "processing") else "deleted"
+    log.info("job %s %s by key %s (tenant %s)", job_id, was, caller.key_name, caller.tenant)
     return Deleted(job_id=job_id, deleted=True, message=f"job {job_id} {was}")
