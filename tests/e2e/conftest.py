@@ -2,6 +2,7 @@
 tier's real control plane. The operator and the API run as the chart's Deployments, as their
 chart's ServiceAccounts (tokens from the real API server, so RBAC is enforced), their pods and
 the separation pods run by the pod runner. Storage is the tier's MinIO, as external storage.
+API keys are on (the chart's default): the release's key is made as an operator makes one.
 
 (kind cannot run on CI's machine: no registry, no privileged containers. `make kind-e2e` runs
 the same tests against kind where Docker can.)
@@ -17,6 +18,7 @@ import pytest
 from kubernetes import client
 
 from tests.harness import procs
+from tests.harness.api import create_key
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.tiny_model import build_repo
@@ -25,6 +27,9 @@ from tests.harness.waiting import wait_for
 
 CHART = REPO_ROOT / "charts" / "stemkube"
 RELEASE = "stemkube"
+# The key the e2e tests call the API with: a user of its own tenant.
+E2E_KEY_NAME = "e2e"
+E2E_TENANT = "e2e"
 
 
 @dataclass
@@ -32,10 +37,16 @@ class Release:
     namespace: str
     bucket: str
     api_port: int
+    metrics_port: int
+    key: str  # an API key of tenant E2E_TENANT, from `stemkube-api keys create`
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
 
 def run(*argv: str | Path, timeout: float = 300, cwd: Path | None = None) -> str:
@@ -79,7 +90,9 @@ def release(
             },
         },
     )
-    api_port = procs.free_port()
+    # The pod runner runs the API's container as a process of this machine: both of its ports
+    # are free ones here (the chart's metrics port, 9090, may be taken).
+    api_port, metrics_port = procs.free_port(), procs.free_port()
     out = _helm(
         cluster,
         "install",
@@ -92,6 +105,7 @@ def release(
         f"--set=storage.bucket={bucket}",
         "--set=api.replicas=1",
         f"--set=api.containerPort={api_port}",
+        f"--set=api.metrics.port={metrics_port}",
         "--set=separator.resources.requests.cpu=100m",
         "--set=separator.resources.requests.memory=256Mi",
         f"--set=separator.modelRepo={model_repo}",
@@ -100,7 +114,16 @@ def release(
     )
     assert "STATUS: deployed" in out
     try:
-        yield Release(namespace, bucket, api_port)
+        # The first key, as NOTES.txt says. The pod runner cannot `kubectl exec` into the API's
+        # pod, so the same command runs here with the tier's kubeconfig on the release's
+        # namespace (what api.auth.manageKeysFromPod=false documents), not inside the pod.
+        key = create_key(
+            [f"--namespace={namespace}"],
+            {"KUBECONFIG": str(cluster.kubeconfig)},
+            E2E_KEY_NAME,
+            E2E_TENANT,
+        )
+        yield Release(namespace, bucket, api_port, metrics_port, key)
     finally:
         subprocess.run(
             [

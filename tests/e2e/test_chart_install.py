@@ -8,8 +8,8 @@ import httpx
 import pytest
 from kubernetes import client
 
-from stemkube_contract.resource import GROUP, PLURAL, VERSION
-from tests.e2e.conftest import Release, running_pod
+from stemkube_contract.resource import GROUP, PLURAL, TENANT_LABEL, VERSION
+from tests.e2e.conftest import E2E_TENANT, Release, running_pod
 from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
@@ -66,8 +66,9 @@ spec:
     )
 
 
-def service_url(cluster: Cluster, namespace: str, service: str) -> str:
-    """The address a client reaches the Service at: its ready endpoint (no kube-proxy here)."""
+def service_url(cluster: Cluster, namespace: str, service: str, port: str = "http") -> str:
+    """The address a client reaches the Service's ``port`` at: its ready endpoint (no
+    kube-proxy here)."""
     discovery = client.DiscoveryV1Api(cluster.api)
 
     def endpoint() -> str | None:
@@ -77,8 +78,8 @@ def service_url(cluster: Cluster, namespace: str, service: str) -> str:
         for piece in slices:
             ports = {p.name: p.port for p in piece.ports or []}
             for address in piece.endpoints or []:
-                if address.conditions.ready and "http" in ports:
-                    return f"http://{address.addresses[0]}:{ports['http']}"
+                if address.conditions.ready and port in ports:
+                    return f"http://{address.addresses[0]}:{ports[port]}"
         return None
 
     url: str = wait_for(endpoint, 60, f"service {service} has a ready endpoint")
@@ -91,25 +92,66 @@ def test_upload_through_the_api_service_and_download_the_stems(
     pod = running_pod(cluster, release.namespace, "api")
     assert pod.spec.service_account_name == "stemkube-api"
     url = service_url(cluster, release.namespace, "stemkube-api")
-    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 60, "API ready")
 
-    song = sine_wav(1.5)
-    created = httpx.post(
-        f"{url}/upload", files={"file": ("song.wav", song, "audio/wav")}, timeout=60
-    )
-    assert created.status_code == 200, created.text
-    job_id = created.json()["job_id"]
-    assert created.json()["status"] == "pending"
+    def ready() -> dict[str, object] | None:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=5)
+        except httpx.TransportError:  # the runner's pod is Running before it listens
+            return None
+        body: dict[str, object] = response.json()
+        return body if response.status_code == 200 else None
 
-    def finished() -> dict[str, object] | None:
-        status: dict[str, object] = httpx.get(f"{url}/status/{job_id}", timeout=10).json()
-        return status if status["status"] in ("completed", "failed") else None
+    # Keys are required (the chart's default): readiness waits for the keys' Secrets too.
+    assert wait_for(ready, 60, "API ready")["checks"] == {
+        "kubernetes": "ok",
+        "storage": "ok",
+        "keys": "ok",
+    }
+    refused = httpx.get(f"{url}/jobs", timeout=10)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["www-authenticate"].startswith("Bearer")
 
-    status = wait_for(finished, 180, "job finishes")
-    assert status["status"] == "completed", status
-    download = httpx.get(f"{url}/download/{job_id}", timeout=60)
-    assert download.status_code == 200
-    assert 'filename="song_stems.zip"' in download.headers["content-disposition"]
-    names = sorted(zipfile.ZipFile(io.BytesIO(download.content)).namelist())
-    assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
-    assert httpx.delete(f"{url}/job/{job_id}", timeout=30).status_code in (200, 204)
+    with httpx.Client(base_url=url, headers=release.auth_headers, timeout=60) as http:
+        # The key's Secret was made after the API started: its watch brings it in.
+        wait_for(lambda: http.get("/jobs").status_code == 200, 30, "the API knows the key")
+        song = sine_wav(1.5)
+        created = http.post("/upload", files={"file": ("song.wav", song, "audio/wav")})
+        assert created.status_code == 200, created.text
+        job_id = created.json()["job_id"]
+        assert created.json()["status"] == "pending"
+        cr = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+            GROUP, VERSION, release.namespace, PLURAL, job_id
+        )
+        assert cr["metadata"]["labels"][TENANT_LABEL] == E2E_TENANT
+
+        def finished() -> dict[str, object] | None:
+            status: dict[str, object] = http.get(f"/status/{job_id}", timeout=10).json()
+            return status if status["status"] in ("completed", "failed") else None
+
+        status = wait_for(finished, 180, "job finishes")
+        assert status["status"] == "completed", status
+        download = http.get(f"/download/{job_id}")
+        assert download.status_code == 200
+        assert 'filename="song_stems.zip"' in download.headers["content-disposition"]
+        names = sorted(zipfile.ZipFile(io.BytesIO(download.content)).namelist())
+        assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+        assert http.delete(f"/job/{job_id}", timeout=30).status_code in (200, 204)
+
+
+def test_metrics_have_their_own_service_and_port(cluster: Cluster, release: Release) -> None:
+    """The chart's metrics port (here a free one: the pod runner's pods share this machine's
+    network) is its own Service's, and the API's port does not serve them."""
+    metrics = service_url(cluster, release.namespace, "stemkube-api-metrics", "metrics")
+    assert metrics.endswith(f":{release.metrics_port}")
+
+    def scrape() -> httpx.Response | None:
+        try:
+            return httpx.get(f"{metrics}/metrics", timeout=10)
+        except httpx.TransportError:
+            return None
+
+    scraped = wait_for(scrape, 30, "the metrics port answers")
+    assert scraped.status_code == 200
+    assert "# TYPE" in scraped.text
+    api = service_url(cluster, release.namespace, "stemkube-api")
+    assert httpx.get(f"{api}/metrics", headers=release.auth_headers, timeout=10).status_code == 404

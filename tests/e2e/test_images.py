@@ -1,8 +1,10 @@
 """The container images, built from the repository's Dockerfiles on a Python base made from
 Debian packages (no registry can be reached here): they run as non-root with their labels;
-the API image, on the host's network, serves the tier's control plane and MinIO: ready, and
-an upload through it becomes a SeparationJob; the separator image separates a song from the
-tier's MinIO into a stems ZIP there, with a model repo mounted as a cache volume would be.
+the API image, on the host's network, serves the tier's control plane and MinIO with API keys
+required (a key made by the image's own ``stemkube-api keys create``): ready, and an upload
+through it with the key becomes a SeparationJob of the key's tenant; the separator image
+separates a song from the tier's MinIO into a stems ZIP there, with a model repo mounted as a
+cache volume would be.
 
 The separator is built with the base's own Python (``PYTHON=base``) instead of the CUDA
 image and python-build-standalone; the local-mode image shares its Dockerfile's layout and
@@ -15,6 +17,7 @@ import subprocess
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,15 @@ import pytest
 import yaml
 from kubernetes import client
 
-from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_contract.resource import GROUP, PLURAL, TENANT_LABEL, VERSION
 from stemkube_separator.exitcodes import INVALID_INPUT
-from tests.e2e.conftest import BUILT, docker, image_readable_model_repo
+from tests.e2e.conftest import (
+    BUILT,
+    E2E_KEY_NAME,
+    E2E_TENANT,
+    docker,
+    image_readable_model_repo,
+)
 from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
@@ -62,6 +71,16 @@ def inline_kubeconfig(path: Path) -> dict[str, Any]:
     return config
 
 
+@dataclass
+class ApiContainer:
+    url: str
+    key: str  # of tenant E2E_TENANT
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
 @pytest.fixture
 def api_container(
     images: dict[str, str],
@@ -70,11 +89,13 @@ def api_container(
     minio_server: MinioServer,
     bucket: str,
     tmp_path: Path,
-) -> Iterator[str]:
+) -> Iterator[ApiContainer]:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(inline_kubeconfig(cluster.kubeconfig)))
     kubeconfig.chmod(0o644)  # the image's user is not this one
-    port = free_port()
+    # On the host's network: the API's port and its metrics' (Kubernetes mode's default, 9090,
+    # may be taken here) are free ones.
+    port, metrics_port = free_port(), free_port()
     name = f"stemkube-api-{uuid.uuid4().hex[:8]}"
     docker(
         "run",
@@ -100,9 +121,18 @@ def api_container(
         "AWS_REGION=us-east-1",
         images["api"],
         f"--port={port}",
+        f"--metrics-port={metrics_port}",
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        # Keys are required (Kubernetes mode's default); the first is made as a container's
+        # operator would: the image's own command, with the container's kubeconfig and
+        # namespace. It prints the key and nothing else on stdout.
+        key = docker(
+            "exec", name, "stemkube-api", "keys", "create",
+            f"--name={E2E_KEY_NAME}", f"--tenant={E2E_TENANT}",
+        ).strip()  # fmt: skip
+        assert key.startswith("stk_"), "keys create printed something else than a key"
+        yield ApiContainer(f"http://127.0.0.1:{port}", key)
     finally:
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
         print(logs.stdout[-2000:], logs.stderr[-2000:])
@@ -120,19 +150,25 @@ def _ready(url: str) -> dict[str, Any] | None:
 
 @pytest.mark.timeout(1500)
 def test_the_api_image_serves_the_cluster(
-    api_container: str, cluster: Cluster, stemkube_namespace: str
+    api_container: ApiContainer, cluster: Cluster, stemkube_namespace: str
 ) -> None:
-    ready = wait_for(lambda: _ready(api_container), 90, "the API container is ready")
-    assert ready["checks"] == {"kubernetes": "ok", "storage": "ok"}
-    response = httpx.post(
-        f"{api_container}/upload", files={"file": ("song.mp3", mp3_song(0.5))}, timeout=30
-    )
+    url = api_container.url
+    ready = wait_for(lambda: _ready(url), 90, "the API container is ready")
+    assert ready["checks"] == {"kubernetes": "ok", "storage": "ok", "keys": "ok"}
+    song = mp3_song(0.5)
+    refused = httpx.post(f"{url}/upload", files={"file": ("song.mp3", song)}, timeout=30)
+    assert refused.status_code == 401, refused.text
+    with httpx.Client(base_url=url, headers=api_container.auth_headers, timeout=30) as http:
+        # The key's Secret was made after the API started: its watch brings it in.
+        wait_for(lambda: http.get("/jobs").status_code == 200, 30, "the API knows the key")
+        response = http.post("/upload", files={"file": ("song.mp3", song)})
     assert response.status_code == 200, response.text
     job_id = response.json()["job_id"]
     cr = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
         GROUP, VERSION, stemkube_namespace, PLURAL, job_id
     )
     assert cr["spec"]["input"]["filename"] == "song.mp3"
+    assert cr["metadata"]["labels"][TENANT_LABEL] == E2E_TENANT
 
 
 def separator_run(

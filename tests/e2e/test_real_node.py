@@ -1,8 +1,10 @@
 """The chart on a real node: a kubelet with Debian's containerd, runc and CNI bridge
 (``hack/node-up.sh``), kube-proxy for the Services, the images built from the repository and
-imported into containerd, ``helm install``. A song uploaded through the API's Service becomes a
-SeparationJob, the operator's Job runs the separator image in a pod on that node, the CR
-completes, and the stems ZIP downloads through the API.
+imported into containerd, ``helm install`` (API keys required, the chart's default), the first
+key made inside the API's pod with ``kubectl exec`` as the chart's notes say. A song uploaded
+with it through the API's Service becomes a SeparationJob of the key's tenant, the operator's
+Job runs the separator image in a pod on that node, the CR completes, and the stems ZIP
+downloads through the API.
 
 What differs from a cloud cluster, and why: no registry (images are imported, pull policy
 Never), no GPU (``separator.gpu.count=0``), no DNS add-on (storage is the test tier's MinIO on
@@ -29,8 +31,16 @@ import httpx
 import pytest
 from kubernetes import client, config
 
-from stemkube_contract.resource import GROUP, PLURAL, VERSION
-from tests.e2e.conftest import CHART, TAG, docker, image_readable_model_repo, run
+from stemkube_contract.resource import GROUP, PLURAL, TENANT_LABEL, VERSION
+from tests.e2e.conftest import (
+    CHART,
+    E2E_KEY_NAME,
+    E2E_TENANT,
+    TAG,
+    docker,
+    image_readable_model_repo,
+    run,
+)
 from tests.harness.api import mp3_song
 from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.minio import MinioServer, start_minio
@@ -133,12 +143,22 @@ def _short_of_disk(images: list[str], node_dir: Path) -> bool:
     return shutil.disk_usage(node_dir).free < 3 * total + 2 * 1024**3
 
 
+@dataclass
+class Installed:
+    url: str  # the API's Service: its cluster IP, through kube-proxy
+    key: str  # of tenant E2E_TENANT
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
 @pytest.fixture(scope="module")
 def installed(
     real_cluster: RealCluster, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The images in the node's containerd, the chart installed; yields the API's base URL
-    (its Service's cluster IP, through kube-proxy)."""
+) -> Iterator[Installed]:
+    """The images in the node's containerd, the chart installed (API keys required, its
+    default), its first key made in the API's pod."""
     move = ["--move"] if _short_of_disk(list(images.values()), real_cluster.node_dir) else []
     run(REPO_ROOT / "hack" / "node-images.sh", *move, *images.values(), timeout=1200)
     core = client.CoreV1Api(real_cluster.api)
@@ -180,7 +200,16 @@ def installed(
     try:
         service = core.read_namespaced_service("stemkube-api", NAMESPACE)
         url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
-        yield url
+        # As NOTES.txt says: the image's own command in the API's pod, as its ServiceAccount
+        # (api.auth.manageKeysFromPod). Only the key is on stdout.
+        key = run(
+            tool("kubectl"), f"--kubeconfig={real_cluster.plane.kubeconfig}", "-n", NAMESPACE,
+            "exec", "deploy/stemkube-api", "--",
+            "stemkube-api", "keys", "create", f"--name={E2E_KEY_NAME}", f"--tenant={E2E_TENANT}",
+            timeout=120,
+        ).strip()  # fmt: skip
+        assert key.startswith("stk_"), "keys create printed something else than a key"
+        yield Installed(url, key)
     finally:
         for pod in core.list_namespaced_pod(NAMESPACE).items:
             print(f"--- pod {pod.metadata.name} on {pod.spec.node_name}: {pod.status.phase}")
@@ -194,7 +223,7 @@ def installed(
 
 @pytest.mark.timeout(1800)
 def test_every_pod_of_the_release_runs_on_the_real_node(
-    real_cluster: RealCluster, installed: str
+    real_cluster: RealCluster, installed: Installed
 ) -> None:
     core = client.CoreV1Api(real_cluster.api)
     pods = core.list_namespaced_pod(NAMESPACE).items
@@ -206,20 +235,26 @@ def test_every_pod_of_the_release_runs_on_the_real_node(
         assert pod.status.pod_ip.startswith("10.88.0.")
 
 
-def ready(http: httpx.Client) -> bool:
+def answers(http: httpx.Client, path: str) -> bool:
     try:
-        return http.get("/readyz").status_code == 200
+        return http.get(path).status_code == 200
     except httpx.TransportError:  # kube-proxy's rules for the new Service are not in yet
         return False
 
 
 @pytest.mark.timeout(900)
 def test_a_song_uploaded_through_the_service_comes_back_as_stems(
-    real_cluster: RealCluster, installed: str
+    real_cluster: RealCluster, installed: Installed
 ) -> None:
-    with httpx.Client(base_url=installed, timeout=30) as http:
-        wait_for(lambda: ready(http), 60, "the API answers ready through its Service")
-        response = http.post("/upload", files={"file": ("song.mp3", mp3_song(2.0))})
+    with httpx.Client(base_url=installed.url, timeout=30) as http:
+        wait_for(lambda: answers(http, "/readyz"), 60, "the API answers ready through its Service")
+        song = mp3_song(2.0)
+        refused = http.post("/upload", files={"file": ("song.mp3", song)})
+        assert refused.status_code == 401, refused.text
+        http.headers.update(installed.auth_headers)
+        # The key's Secret was made after the API started: its watch brings it in.
+        wait_for(lambda: answers(http, "/jobs"), 30, "the API knows the key")
+        response = http.post("/upload", files={"file": ("song.mp3", song)})
         assert response.status_code == 200, response.text
         job_id = response.json()["job_id"]
 
@@ -241,6 +276,7 @@ def test_a_song_uploaded_through_the_service_comes_back_as_stems(
     )
     assert cr["status"]["phase"] == "Completed"
     assert cr["status"]["progress"] == 100
+    assert cr["metadata"]["labels"][TENANT_LABEL] == E2E_TENANT
     core = client.CoreV1Api(real_cluster.api)
     [pod] = core.list_namespaced_pod(
         NAMESPACE, label_selector="app.kubernetes.io/component=separator"

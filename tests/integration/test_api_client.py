@@ -1,4 +1,5 @@
-"""The ``stemkube`` client against a live API in both modes (the ``service`` fixture)."""
+"""The ``stemkube`` client against a live API in both modes (the ``service`` fixture), with
+API keys required (``start_api(keyed=True)``: the harness's key, of tenant HARNESS_TENANT)."""
 
 import json
 import os
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.api import ApiServer, mp3_song
+from tests.harness.api import HARNESS_TENANT, ApiServer, mp3_song
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.procs import free_port
 from tests.harness.service import Service
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +24,13 @@ STEMKUBE = Path(sys.executable).parent / "stemkube"
 def stemkube(
     *args: str, api: ApiServer | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
+    """The installed ``stemkube``; ``api``: its URL and key (if any) from the environment, as
+    STEMKUBE_API_URL and STEMKUBE_API_KEY."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STEMKUBE_API_URL", "STEMKUBE_API_KEY")}
     if api is not None:
         env["STEMKUBE_API_URL"] = api.url
+        if api.key:
+            env["STEMKUBE_API_KEY"] = api.key
     return subprocess.run(
         [str(STEMKUBE), *args],
         capture_output=True,
@@ -37,7 +43,8 @@ def stemkube(
 
 
 def test_stemkube_separate_and_friends(service: Service, tmp_path: Path) -> None:
-    api = service.start_api()
+    api = service.start_api(keyed=True)
+    assert api.key is not None
     song = tmp_path / "song.mp3"
     song.write_bytes(mp3_song(1.0))
 
@@ -57,6 +64,7 @@ def test_stemkube_separate_and_friends(service: Service, tmp_path: Path) -> None
     out = tmp_path / "karaoke.zip"
     result = stemkube(
         f"--api-url={api.url}",
+        f"--api-key={api.key}",
         "separate",
         str(song),
         "--two-stems=drums",
@@ -106,7 +114,7 @@ def test_stemkube_exit_codes(service: Service, tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "no such file" in missing.stderr
 
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     text = tmp_path / "notes.txt"
     text.write_text("not a song\n" * 50)
     refused = stemkube("separate", str(text), api=api)
@@ -130,7 +138,7 @@ def test_stemkube_exit_codes(service: Service, tmp_path: Path) -> None:
 def test_stemkube_separate_with_a_custom_model(service: Service, tmp_path: Path) -> None:
     """The client's flags are the catalogue's: any model the deployment serves, and the costly
     options too."""
-    api = service.start_api()
+    api = service.start_api(keyed=True)
     song = tmp_path / "song.mp3"
     song.write_bytes(mp3_song(1.0))
     result = stemkube(
@@ -148,3 +156,72 @@ def test_stemkube_separate_with_a_custom_model(service: Service, tmp_path: Path)
     assert members == ["accompaniment.mp3", "no_accompaniment.mp3"]
     status = json.loads(stemkube("list", "--json", api=api).stdout)[0]
     assert (status["model"], status["options"]["shifts"]) == (CUSTOM_MODEL, 0)
+
+
+def test_stemkube_with_api_keys(service: Service, tmp_path: Path) -> None:
+    """The API's refusals, as the client shows them: its words, and what to do; never a key."""
+    api = service.start_api(keyed=True)
+    assert api.key is not None
+    admin = service.create_key("client-admin", "ops", "--role=admin")
+    slow = service.create_key("client-slow", HARNESS_TENANT, "--requests-per-minute=2")
+    keys = [api.key, admin, slow]
+
+    def call(*args: str, key: str | None) -> subprocess.CompletedProcess[str]:
+        done = stemkube(*args, api=api.as_key(key))
+        assert not any(k in done.stdout + done.stderr for k in keys), "a key was printed"
+        return done
+
+    def refused_as_unknown(key: str) -> bool:
+        return "HTTP 401" in call("list", "--json", key=key).stderr
+
+    # Kubernetes mode: keys made after the API started reach it by its watch of the Secrets.
+    wait_for(lambda: not refused_as_unknown(admin), 30, "the API knows the admin key")
+
+    anonymous = call("list", key=None)
+    assert anonymous.returncode == 3
+    assert anonymous.stderr.strip() == (
+        "stemkube: job list: HTTP 401: an API key is required: send it as 'Authorization: "
+        "Bearer <key>' or 'X-API-Key' (give the API key with --api-key or $STEMKUBE_API_KEY)"
+    )
+    wrong = call("list", key=api.key[:-4] + "xxxx")
+    assert wrong.returncode == 3
+    assert wrong.stderr.strip() == (
+        "stemkube: job list: HTTP 401: the API key is not valid (unknown, revoked or mistyped) "
+        "(the key of --api-key or $STEMKUBE_API_KEY was refused)"
+    )
+
+    # A job of the harness's tenant; only admin keys filter by tenant, and see it.
+    song = tmp_path / "song.mp3"
+    song.write_bytes(mp3_song(0.5))
+    made = call("-q", "separate", str(song), f"--output={tmp_path / 'a.zip'}", key=api.key)
+    assert made.returncode == 0, made.stderr
+    forbidden = call("list", f"--tenant={HARNESS_TENANT}", key=api.key)
+    assert forbidden.returncode == 3
+    assert forbidden.stderr.strip() == (
+        "stemkube: job list: HTTP 403: only admin keys may filter by tenant"
+    )
+    listed = call("list", f"--tenant={HARNESS_TENANT}", key=admin)
+    assert listed.returncode == 0, listed.stderr
+    [head, row] = listed.stdout.splitlines()
+    assert "TENANT" in head.split()
+    assert HARNESS_TENANT in row.split()
+    assert call("list", "--tenant=nobody", "--json", key=admin).stdout.strip() == "[]"
+
+    # Past the key's rate limit: fixed minute windows of 2 requests, so within 5 calls one is
+    # refused (after the watch brought the key: refused as unknown until then).
+    wait_for(lambda: not refused_as_unknown(slow), 30, "the API knows the slow key")
+    refused = next(
+        (done for _ in range(5) if (done := call("list", key=slow)).returncode != 0), None
+    )
+    assert refused is not None, "no call was refused"
+    assert refused.returncode == 3
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(
+        "stemkube: job list: HTTP 429: rate limit of key 'client-slow': 2 requests per minute; "
+        "the next minute starts in "
+    )
+    assert " s (retry after " in line
+    assert line.endswith(" s)")
+
+    service.revoke_key("client-admin")
+    wait_for(lambda: refused_as_unknown(admin), 30, "the revocation reaches the API")

@@ -1,7 +1,10 @@
 """``stemkube``: the command-line client of the REST API.
 
 Exit codes: 0 done; 1 the job failed; 2 usage (bad arguments, no such local file);
-3 the server is unreachable or answered with an error; 4 no such job.
+3 the server is unreachable or answered with an error (a refused API key too); 4 no such job.
+
+The API key (``--api-key``, else ``$STEMKUBE_API_KEY``) goes in ``Authorization: Bearer``
+and nowhere else: never printed, never in a message.
 """
 
 import argparse
@@ -22,6 +25,7 @@ from stemkube_contract import options as catalogue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://localhost:8000"
+KEY_ENV = "STEMKUBE_API_KEY"
 CHUNK = 256 * 1024
 
 
@@ -29,6 +33,38 @@ class CliError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RateLimitedError(CliError):
+    """A 429: the key's rate limit (``detail``: the server's words); ``retry_after``: its
+    Retry-After in seconds."""
+
+    def __init__(self, message: str, detail: str, retry_after: int | None) -> None:
+        super().__init__(EXIT_SERVER, message)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def api_key(given: str | None) -> str | None:
+    """The key to send: ``--api-key``, else ``$STEMKUBE_API_KEY`` (surrounding whitespace, as
+    ``$(cat file)`` leaves it, dropped); None for none. A key is printable ASCII: anything
+    else is a usage error that does not repeat the key."""
+    key = (given if given is not None else os.environ.get(KEY_ENV, "")).strip()
+    if not key:
+        return None
+    if not all("!" <= char <= "~" for char in key):
+        raise CliError(
+            EXIT_USAGE,
+            f"the API key (--api-key or ${KEY_ENV}) has spaces, control or non-ASCII "
+            "characters, which no key has; nothing was sent",
+        )
+    return key
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """Retry-After in seconds (the API sends seconds), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -42,12 +78,24 @@ def _detail(response: httpx.Response) -> str:
 
 
 class Api:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
+        self.keyed = key is not None
+        headers = {"User-Agent": f"stemkube/{__version__}"}
+        if key is not None:
+            # httpx drops it on a redirect to another origin (a presigned download's store).
+            headers["Authorization"] = f"Bearer {key}"
         self.http = httpx.Client(
             base_url=self.url,
             timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"User-Agent": f"stemkube/{__version__}"},
+            headers=headers,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -61,10 +109,22 @@ class Api:
         )
 
     def check(self, response: httpx.Response, what: str) -> httpx.Response:
-        if response.status_code == 404:
+        code = response.status_code
+        if code == 404:
             raise CliError(EXIT_NOT_FOUND, f"{what}: {_detail(response)}")
-        if response.status_code >= 400:
-            raise CliError(EXIT_SERVER, f"{what}: HTTP {response.status_code}: {_detail(response)}")
+        if code == 401:
+            hint = (
+                f"the key of --api-key or ${KEY_ENV} was refused"
+                if self.keyed
+                else f"give the API key with --api-key or ${KEY_ENV}"
+            )
+            raise CliError(EXIT_SERVER, f"{what}: HTTP 401: {_detail(response)} ({hint})")
+        if code == 429:
+            detail, retry = _detail(response), _retry_after(response)
+            when = f" (retry after {retry} s)" if retry is not None else ""
+            raise RateLimitedError(f"{what}: HTTP 429: {detail}{when}", detail, retry)
+        if code >= 400:
+            raise CliError(EXIT_SERVER, f"{what}: HTTP {code}: {_detail(response)}")
         return response
 
     def request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
@@ -194,11 +254,21 @@ def upload(api: Api, path: Path, fields: dict[str, str], progress: Progress) -> 
 
 
 def follow(api: Api, job_id: str, progress: Progress, interval: float) -> dict[str, Any]:
-    """Polls the job until it finishes; its last status."""
+    """Polls the job until it finishes; its last status. Past the key's rate limit it waits
+    as the server's Retry-After says, and polls on: the job is made, its stems are to come."""
     progress.start(f"job {job_id}: pending", 100)
+    percent = 0
     try:
         while True:
-            status: dict[str, Any] = api.json("GET", f"/status/{job_id}", f"job {job_id}")
+            try:
+                status: dict[str, Any] = api.json("GET", f"/status/{job_id}", f"job {job_id}")
+            except RateLimitedError as exc:
+                wait = max(exc.retry_after or 0, interval)
+                progress.update(
+                    percent, f"job {job_id}: HTTP 429: {exc.detail}; polling again in {wait:g} s"
+                )
+                time.sleep(wait)
+                continue
             word, percent = status["status"], int(status.get("progress") or 0)
             progress.update(percent, f"job {job_id}: {word} {percent}%")
             if word in ("completed", "failed"):
@@ -295,6 +365,8 @@ def cmd_list(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     params: dict[str, str | int] = {}
     if args.status:
         params["status"] = args.status
+    if args.tenant:
+        params["tenant"] = args.tenant
     jobs: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -310,11 +382,15 @@ def cmd_list(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(jobs, indent=2))
         return EXIT_OK
-    print(f"{'JOB ID':36}  {'STATUS':10}  {'PROGRESS':>8}  {'CREATED':20}  FILENAME")
+    # Admin keys see each job's tenant (user keys: null, their own).
+    tenants = any(job.get("tenant") for job in jobs)
+    tenant_head = f"{'TENANT':16}  " if tenants else ""
+    print(f"{'JOB ID':36}  {'STATUS':10}  {'PROGRESS':>8}  {'CREATED':20}  {tenant_head}FILENAME")
     for job in jobs:
+        tenant = f"{job.get('tenant') or '-':16}  " if tenants else ""
         print(
             f"{job['job_id']:36}  {job['status']:10}  {str(job['progress']) + '%':>8}  "
-            f"{_when(job['created_at']):20}  {job['filename']}"
+            f"{_when(job['created_at']):20}  {tenant}{job['filename']}"
         )
     return EXIT_OK
 
@@ -338,13 +414,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Split songs into stems with a stemkube server.",
         epilog=(
             "exit codes: 0 done, 1 the job failed, 2 usage error, "
-            "3 server unreachable or HTTP error, 4 no such job"
+            "3 server unreachable or HTTP error (a refused API key too), 4 no such job"
         ),
     )
     parser.add_argument(
         "--api-url",
         default=os.environ.get("STEMKUBE_API_URL") or DEFAULT_URL,
         help=f"the API's URL (default: $STEMKUBE_API_URL or {DEFAULT_URL})",
+    )
+    # api_key() reads the environment, not a default here: --help shows no key.
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"the API key, sent as 'Authorization: Bearer' (default: ${KEY_ENV}, which "
+        "keeps it out of the process list and shell history)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.add_argument("--version", action="version", version=f"stemkube {__version__}")
@@ -372,6 +455,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="jobs, newest first")
     listing.add_argument("--status", choices=("pending", "processing", "completed", "failed"))
+    listing.add_argument("--tenant", help="only this tenant's jobs (admin keys only)")
     listing.add_argument("--limit", type=int, help="at most this many")
     listing.add_argument("--json", action="store_true", help="the API's JSON")
     listing.set_defaults(run=cmd_list)
@@ -391,7 +475,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = Progress(args.quiet)
-    api = Api(args.api_url)
+    try:
+        key = api_key(args.api_key)
+    except CliError as exc:
+        print(f"stemkube: {exc}", file=sys.stderr)
+        return exc.code
+    api = Api(args.api_url, key)
     try:
         code: int = args.run(api, args, progress)
         return code
