@@ -24,6 +24,7 @@ from tests.harness.api import (
     mp3_song,
     revoke_key,
 )
+from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.service import LocalService, Service
@@ -135,6 +136,60 @@ def test_the_rate_limit_refuses_with_retry_after_and_recovers(service: Service) 
     if wait <= 10:
         time.sleep(wait + 0.5)
         assert limited.get("/jobs").status_code == 200
+
+
+def test_job_quotas_refuse_uploads_naming_the_limit(service: Service) -> None:
+    """Jobs queued or running at once (429 with Retry-After) and bytes stored (403), counted
+    from the key's jobs (SeparationJobs; SQLite rows and files); nothing of a refused upload is
+    left behind."""
+    api = service.start_api(keyed=True)
+    busy = api.as_key(service.create_key("busy", "acme", "--max-active-jobs=1"))
+    with busy.client() as http:
+        # A 30 s song: still pending or separating when the next upload comes.
+        first = http.post("/upload", files={"file": ("long.wav", sine_wav(30.0))})
+        assert first.status_code == 200, first.text
+        job_id = first.json()["job_id"]
+        second = http.post("/upload", files={"file": ("song.mp3", mp3_song(0.5))})
+        assert http.get(f"/status/{job_id}").json()["status"] in ("pending", "processing")
+        assert second.status_code == 429, second.text
+        assert second.headers["retry-after"] == "10"
+        assert second.json()["detail"] == (
+            "key 'busy' may have 1 job(s) queued or running at once and has 1; try again when "
+            "one finishes; nothing was stored"
+        )
+        assert all(job_id in key for key in service.objects())  # the first job's only
+        assert service.incomplete_uploads() == []
+        # Per key: the harness's key (no quotas) uploads meanwhile.
+        with api.client() as other:
+            theirs = other.post("/upload", files={"file": ("song.mp3", mp3_song(0.5))})
+            assert theirs.status_code == 200, theirs.text
+            assert other.delete(f"/job/{theirs.json()['job_id']}").status_code == 200
+        # Its job deleted, the key may upload again.
+        assert http.delete(f"/job/{job_id}").status_code == 200
+        again = http.post("/upload", files={"file": ("song.mp3", mp3_song(0.5))})
+        assert again.status_code == 200, again.text
+        assert http.delete(f"/job/{again.json()['job_id']}").status_code == 200
+
+    song = mp3_song(0.5)
+    limit = len(song) * 3 // 2  # one song, not two
+    tight = api.as_key(service.create_key("tight", "acme", f"--max-bytes-stored={limit}"))
+    with tight.client() as http:
+        first = http.post("/upload", files={"file": ("a.mp3", song)})
+        assert first.status_code == 200, first.text
+        refused = http.post("/upload", files={"file": ("b.mp3", song)})
+        assert refused.status_code == 403, refused.text
+        assert "retry-after" not in refused.headers
+        detail = refused.json()["detail"]
+        assert detail.startswith(f"key 'tight' may keep {limit} bytes of uploads and results ")
+        assert "; this upload is at least " in detail  # refused as its bytes passed the room
+        assert detail.endswith(
+            ": delete finished jobs (or wait for them to expire); nothing was stored"
+        )
+        assert all(first.json()["job_id"] in key for key in service.objects())
+        assert service.incomplete_uploads() == []
+        assert [j["job_id"] for j in http.get("/jobs").json()["jobs"]] == [first.json()["job_id"]]
+        assert http.delete(f"/job/{first.json()['job_id']}").status_code == 200
+    wait_for(lambda: service.objects() == [], 30, "the objects deleted")
 
 
 def test_local_mode_is_open_on_loopback_until_its_first_key(

@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from stemkube_api.auth.limits import Held, Usage, usage_of
 from stemkube_api.interfaces import (
     NewJob,
     ObjectInfo,
@@ -148,6 +149,17 @@ class MemoryBackend:
 
     def model_problem(self, model: str) -> str | None:
         return self.no_weights.get(model)
+
+    def usage(self, key_id: str, now: datetime.datetime) -> Usage:
+        """The key's jobs still held: queued or running, their input's and result's bytes."""
+        return usage_of(
+            Held(
+                self.jobs[new.job_id].status in ("pending", "processing"),
+                (new.input_size or 0) + (self.jobs[new.job_id].result_size or 0),
+            )
+            for new in self.created
+            if new.key_id == key_id and new.job_id in self.jobs
+        )
 
     def finish(self, job_id: str, store: MemoryStore, **changes: Any) -> None:
         record = self.jobs[job_id]

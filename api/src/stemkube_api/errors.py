@@ -38,10 +38,11 @@ class ApiError(Exception):
 
 _WORDS = {
     401: "No API key, or one that is not valid (unknown, revoked, mistyped or expired).",
-    403: "The key may not do this (e.g. only admin keys may filter by tenant).",
+    403: "The key may not do this (only admin keys may filter by tenant), or an upload would "
+    "pass its bytes-stored quota; nothing was stored.",
     404: "No such job (or stem).",
     409: "The job has no result yet, or failed.",
-    429: "The key's rate limit: wait Retry-After seconds.",
+    429: "The key's rate limit, or its jobs queued or running at once: wait Retry-After seconds.",
     413: "The file is larger than MAX_FILE_SIZE; nothing was stored.",
     415: "The file is not audio this service reads; nothing was stored.",
     422: "A bad request: the message names the field.",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from stemkube_api.auth.limits import Usage
 from stemkube_api.jobs import JobPage, JobRecord
 from stemkube_contract.options import Options
 
@@ -87,6 +88,7 @@ class NewJob:
     filename: str
     tenant: str | None = None  # the creator's; None: no tenant (an open service)
     key_id: str | None = None  # the creating key's id (public), for the record
+    input_size: int | None = None  # bytes stored for the upload (its key's bytes_stored)
 
 
 class JobBackend(Protocol):
@@ -121,4 +123,9 @@ class JobBackend(Protocol):
 
     def model_problem(self, model: str) -> str | None:
         """Why a job of ``model`` could not run here now (no weights...), or None."""
+        ...
+
+    def usage(self, key_id: str, now: datetime.datetime) -> Usage:
+        """What the jobs created with key ``key_id`` hold now (queued or running, bytes
+        stored), counted from the jobs themselves so that every replica sees the same."""
         ...

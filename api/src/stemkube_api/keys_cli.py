@@ -86,17 +86,17 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--max-active-jobs",
         type=_positive_int,
-        help="jobs queued or running at once (stored; not enforced yet)",
+        help="jobs queued or running at once (429 past it, at upload)",
     )
     create.add_argument(
         "--audio-minutes-per-day",
         type=_positive_float,
-        help="audio separated in 24 hours (stored; not enforced yet)",
+        help="audio separated in 24 hours (stored; not enforced: see api/README.md)",
     )
     create.add_argument(
         "--max-bytes-stored",
         type=_size,
-        help="uploads and results kept, e.g. 10GB (stored; not enforced yet)",
+        help="uploads and results kept, e.g. 10GB (403 past it, at upload)",
     )
     listing = commands.add_parser("list", parents=[where], help="the keys (never their hashes)")
     listing.add_argument("--json", action="store_true", help="one JSON array")

@@ -44,7 +44,7 @@ class Metrics:
         )
         self.uploads_rejected = Counter(
             "stemkube_api_uploads_rejected",
-            "Uploads refused, by reason (too_large, not_audio, invalid, incomplete).",
+            "Uploads refused, by reason (too_large, not_audio, invalid, incomplete, quota).",
             ["reason"],
             registry=self.registry,
         )

@@ -11,6 +11,7 @@ and the stored input is deleted again when the job cannot be created.
 """
 
 import contextlib
+import datetime
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from stemkube_api.auth.caller import OPEN, Caller
+from stemkube_api.auth.limits import Refusal, Usage, admit_job, counts_usage
 from stemkube_api.errors import ApiError
 from stemkube_api.form import (
     Event,
@@ -72,6 +74,8 @@ class UploadReceiver:
         self.batch = bytearray()
         self.stored = 0
         self.committed = False
+        # The key's usage when the upload began (None: it has no job quotas), for its room.
+        self.usage: Usage | None = None
 
     # The request ---------------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class UploadReceiver:
     async def consume(self, events: AsyncIterator[Event]) -> JobRecord:
         """The form's events, in order: the job created, or ``ApiError`` (and nothing stored)."""
         try:
+            self.usage = await self._admit(1)  # before a byte is read or stored
             async for event in events:
                 await self.feed(event)
             record = await self._finish()
@@ -180,6 +185,14 @@ class UploadReceiver:
         self.size += len(data)
         if self.size > self.limit:
             raise self._too_large()
+        if self.usage is not None:
+            # Past the key's room for stored bytes: refused as soon as it is (a request's
+            # Content-Length bounds nothing: a form may carry any amount besides its file).
+            refusal = admit_job(
+                self.caller.key_name, self.caller.quotas, self.usage, self.size, at_least=True
+            )
+            if refusal is not None:
+                raise self._refused(refusal)
         if self.writer is None:
             self.head.extend(data)
             if len(self.head) >= SNIFF_BYTES:
@@ -218,6 +231,7 @@ class UploadReceiver:
             raise ApiError(422, "file: the upload ended before the file did", "incomplete")
         separation = parse_request(self.fields, self.settings.models, self.settings.limits)
         assert self.writer is not None
+        await self._admit(self.size)  # its exact size, before anything is visible
         self.stored = await run_in_threadpool(self.writer.commit)
         self.committed = True
         self.services.metrics.upload_bytes.inc(self.stored)
@@ -228,6 +242,7 @@ class UploadReceiver:
             filename=self.filename,
             tenant=self.caller.tenant,
             key_id=self.caller.key_id or None,
+            input_size=self.stored,
         )
         try:
             return await run_in_threadpool(self.services.backend.create, new)
@@ -235,6 +250,36 @@ class UploadReceiver:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await run_in_threadpool(self.services.store.delete, self.key)
             raise
+
+    async def _admit(self, size: int) -> Usage | None:
+        """The key's job quotas (jobs queued or running, bytes stored) for one more job of
+        ``size`` bytes, counted from its jobs (``JobBackend.usage``): a 429 with Retry-After
+        or a 403, naming the limit; else the usage (None: the key has no job quotas).
+        Checked before the body is read (a file has a byte at least), as the file's bytes
+        come (against the usage then), and with its exact size and a fresh count before it
+        is committed: concurrent uploads of one key may pass together only within that last
+        moment."""
+        quotas = self.caller.quotas
+        if not self.caller.key_id or not counts_usage(quotas):
+            return None
+        now = datetime.datetime.now(datetime.UTC)
+        usage = await run_in_threadpool(self.services.backend.usage, self.caller.key_id, now)
+        refusal = admit_job(self.caller.key_name, quotas, usage, size)
+        if refusal is not None:
+            raise self._refused(refusal)
+        return usage
+
+    def _refused(self, refusal: Refusal) -> ApiError:
+        log.info(
+            "refused an upload for key %s (tenant %s): %s",
+            self.caller.key_name,
+            self.caller.tenant,
+            refusal.message,
+        )
+        retry = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+        return ApiError(
+            refusal.status, f"{refusal.message}; nothing was stored", "quota", headers=retry
+        )
 
     def _too_large(self, drain: bool = True) -> ApiError:
         return ApiError(

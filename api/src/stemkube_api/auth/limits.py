@@ -9,7 +9,7 @@ and when it resets.
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stemkube_api.auth.keys import Quotas
@@ -67,10 +67,36 @@ class Usage:
     day_frees_in: float | None = None
 
 
-def admit_job(key_name: str, quotas: Quotas, usage: Usage, size: int) -> Refusal | None:
+@dataclass(frozen=True)
+class Held:
+    """What one job holds: whether it is queued or running, and its bytes in storage."""
+
+    active: bool
+    stored: int = 0
+
+
+def usage_of(jobs: Iterable[Held]) -> Usage:
+    """A key's usage from its jobs (each backend says what each of its jobs holds). The audio
+    of the day is not counted: the API never learns a song's length (see api/README.md)."""
+    active = stored = 0
+    for job in jobs:
+        active += job.active
+        stored += max(0, job.stored)
+    return Usage(active_jobs=active, bytes_stored=stored)
+
+
+def counts_usage(quotas: Quotas) -> bool:
+    """Whether admitting a job of a key with ``quotas`` needs its usage at all."""
+    return quotas.active_jobs is not None or quotas.bytes_stored is not None
+
+
+def admit_job(
+    key_name: str, quotas: Quotas, usage: Usage, size: int, at_least: bool = False
+) -> Refusal | None:
     """Whether one more job (``size`` bytes uploaded) fits. A song's length is known once it
     is decoded, so the audio quota refuses new jobs once the day's audio reached it: a key
-    may pass it by the songs it had in flight then (at most its ``active_jobs``)."""
+    may pass it by the songs it had in flight then (at most its ``active_jobs``).
+    ``at_least``: ``size`` is what has come of an upload so far."""
     if quotas.active_jobs is not None and usage.active_jobs >= quotas.active_jobs:
         return Refusal(
             429,
@@ -93,7 +119,7 @@ def admit_job(key_name: str, quotas: Quotas, usage: Usage, size: int) -> Refusal
         return Refusal(
             403,
             f"key {key_name!r} may keep {quotas.bytes_stored} bytes of uploads and results and "
-            f"keeps {usage.bytes_stored}; this upload is {size}: delete finished jobs (or wait "
-            "for them to expire)",
+            f"keeps {usage.bytes_stored}; this upload is {'at least ' if at_least else ''}{size}: "
+            "delete finished jobs (or wait for them to expire)",
         )
     return None

@@ -12,6 +12,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from stemkube_api.auth.limits import Held, Usage, usage_of
 from stemkube_api.interfaces import NewJob, UnavailableError
 from stemkube_api.jobs import (
     CREATED_AT_ANNOTATION,
@@ -35,9 +36,11 @@ from stemkube_contract.resource import (
     APP_NAME_LABEL,
     CREATED_BY_LABEL,
     GROUP,
+    INPUT_SIZE_ANNOTATION,
     KIND,
     PLURAL,
     TENANT_LABEL,
+    TERMINAL,
     VERSION,
 )
 
@@ -64,6 +67,9 @@ def manifest(
         labels[TENANT_LABEL] = job.tenant
     if job.key_id:
         labels[API_KEY_ID_LABEL] = job.key_id
+    annotations = {CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))}
+    if job.input_size is not None:
+        annotations[INPUT_SIZE_ANNOTATION] = str(job.input_size)
     spec: dict[str, Any] = {
         "input": {"bucket": bucket, "key": job.input_key, "filename": job.filename},
         "output": {"bucket": bucket, "key": output_key},
@@ -76,9 +82,7 @@ def manifest(
             "name": job.job_id,
             "namespace": namespace,
             "labels": labels,
-            "annotations": {
-                CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))
-            },
+            "annotations": annotations,
         },
         "spec": spec,
     }
@@ -88,6 +92,34 @@ def _visible(cr: dict[str, Any]) -> bool:
     """A SeparationJob being deleted (held by the operator's finalizer while its files go) is
     already gone for the API."""
     return not (cr.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _size(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def held_by(cr: dict[str, Any]) -> Held:
+    """What a SeparationJob holds: queued or running until its phase is Completed or Failed;
+    its input's size (the API's annotation) and its result's (status.result.size)."""
+    meta = cr.get("metadata") or {}
+    status = cr.get("status") or {}
+    result = status.get("result") or {}
+    stored = _size((meta.get("annotations") or {}).get(INPUT_SIZE_ANNOTATION))
+    return Held(status.get("phase") not in TERMINAL, stored + _size(result.get("size")))
+
+
+def usage_from(crs: list[dict[str, Any]], key_id: str) -> Usage:
+    """A key's usage from the SeparationJobs labelled with its id; one being deleted counts
+    for nothing (its owner let it go; the operator's finalizer removes its files)."""
+    return usage_of(
+        held_by(cr)
+        for cr in crs
+        if _visible(cr)
+        and ((cr.get("metadata") or {}).get("labels") or {}).get(API_KEY_ID_LABEL) == key_id
+    )
 
 
 class KubernetesBackend:
@@ -197,6 +229,16 @@ class KubernetesBackend:
             raise UnavailableError(f"cannot delete the SeparationJob: {explain(exc)}") from exc
         self.cache.mark_deleted(job_id)
         return True
+
+    def usage(self, key_id: str, now: datetime.datetime) -> Usage:
+        """From the watch cache: every replica watches the same SeparationJobs, and a job
+        this replica created is in its cache at once (another replica's within the watch's
+        delay, typically milliseconds)."""
+        if not self.cache.wait_synced(10):
+            raise UnavailableError(
+                f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
+            )
+        return usage_from(self.cache.all(), key_id)
 
     def model_problem(self, model: str) -> str | None:
         # The weights are the separator pods' concern (image or model cache claim): a missing

@@ -5,8 +5,17 @@ import datetime
 import logging
 from dataclasses import replace
 
+from stemkube_api.auth.limits import Held, Usage, usage_of
 from stemkube_api.interfaces import NewJob, UnavailableError
-from stemkube_api.jobs import JobPage, JobRecord, paginate, result_key, valid_job_id
+from stemkube_api.jobs import (
+    PENDING,
+    PROCESSING,
+    JobPage,
+    JobRecord,
+    paginate,
+    result_key,
+    valid_job_id,
+)
 from stemkube_api.local import rules
 from stemkube_api.local.records import JobTable, Owned
 from stemkube_api.local.settings import LocalSettings
@@ -81,6 +90,21 @@ class LocalBackend:
         return paginate(
             [self._record(o) for o in self.table.all_owned(tenant)], status, limit, cursor
         )
+
+    def usage(self, key_id: str, now: datetime.datetime) -> Usage:
+        """From SQLite (every API of a data folder shares it): the key's rows, queued or
+        running, and the bytes of their files as they are on disk (an input a worker removed
+        counts for nothing; a result before it is written neither)."""
+
+        def held(row: rules.JobRow) -> Held:
+            stored = sum(
+                info.size
+                for info in (self.store.stat(k) for k in (row.input_key, row.result_key) if k)
+                if info is not None
+            )
+            return Held(row.status in (PENDING, PROCESSING), stored)
+
+        return usage_of(held(row) for row in self.table.created_with(key_id))
 
     def delete(self, job_id: str) -> bool:
         if not valid_job_id(job_id):

@@ -209,6 +209,10 @@ class JobTable:
             rows = self._query("SELECT * FROM jobs WHERE tenant = ?", tenant)
         return [_owned(r) for r in rows]
 
+    def created_with(self, key_id: str) -> list[JobRow]:
+        """The jobs the key ``key_id`` created."""
+        return [_from_db(r) for r in self._query("SELECT * FROM jobs WHERE key_id = ?", key_id)]
+
     def with_status(self, *statuses: str) -> list[JobRow]:
         marks = ", ".join("?" for _ in statuses)
         rows = self._query(

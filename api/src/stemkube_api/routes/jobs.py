@@ -33,7 +33,7 @@ def router(settings: Settings) -> APIRouter:
         methods=["POST"],
         tags=["jobs"],
         response_model=UploadResponse,
-        responses=error_responses(401, 413, 415, 422, 429, 503),
+        responses=error_responses(401, 403, 413, 415, 422, 429, 503),
         openapi_extra=upload_body(settings),
         summary="Upload a song; its separation starts in the background",
     )
