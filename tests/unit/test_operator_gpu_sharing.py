@@ -7,19 +7,7 @@ import pytest
 
 from stemkube_operator.config import OperatorConfig, load_config
 from stemkube_operator.jobspec import build_job
-
-
-def separation_job() -> dict[str, Any]:
-    return {
-        "apiVersion": "stemkube.io/v1alpha1",
-        "kind": "SeparationJob",
-        "metadata": {"name": "job-1", "namespace": "music", "uid": "u-1", "generation": 1},
-        "spec": {
-            "input": {"bucket": "stemkube", "key": "inputs/job-1/song.mp3", "filename": "s.mp3"},
-            "output": {"bucket": "stemkube", "key": "results/job-1.zip"},
-            "model": "htdemucs",
-        },
-    }
+from tests.unit.test_operator_jobspec import separation_job
 
 
 def resources(config: OperatorConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 PREFIX = "stk_"
@@ -116,7 +116,3 @@ def create(
         quotas=quotas or Quotas(),
     )
     return NewKey(record, f"{PREFIX}{key_id}_{secret}")
-
-
-def with_quotas(record: KeyRecord, quotas: Quotas) -> KeyRecord:
-    return replace(record, quotas=quotas)
