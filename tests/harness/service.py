@@ -20,6 +20,7 @@ from kubernetes import client
 from stemkube_api.jobs import PROCESSING
 from stemkube_contract.batch import SERVE_FLAG
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_contract.usage import USAGE_PREFIX
 from tests.harness.api import (
     HARNESS_KEY_NAME,
     HARNESS_TENANT,
@@ -53,7 +54,7 @@ class Service(Protocol):
     def revoke_key(self, name_or_id: str) -> None: ...
 
     def objects(self) -> list[str]:
-        """Keys of the stored objects (whole ones)."""
+        """Keys of the stored objects (whole ones; not the audio quota's ledger entries)."""
         ...
 
     def incomplete_uploads(self) -> list[str]:
@@ -112,7 +113,12 @@ class KubernetesService:
         revoke_key(*self._keys_where, name_or_id)
 
     def objects(self) -> list[str]:
-        return sorted(o.object_name for o in self.s3.list_objects(self.bucket, recursive=True))
+        """The jobs' objects: the bucket but the audio quota's ledger (its own test reads it)."""
+        return sorted(
+            str(o.object_name)
+            for o in self.s3.list_objects(self.bucket, recursive=True)
+            if not str(o.object_name).startswith(USAGE_PREFIX)
+        )
 
     def incomplete_uploads(self) -> list[str]:
         result = self.s3._list_multipart_uploads(self.bucket)

@@ -192,6 +192,43 @@ def test_job_quotas_refuse_uploads_naming_the_limit(service: Service) -> None:
     wait_for(lambda: service.objects() == [], 30, "the objects deleted")
 
 
+def test_the_audio_quota_counts_each_song_for_its_day_deleted_or_not(service: Service) -> None:
+    """Minutes of audio per day: a song counts once its separator decoded it (status
+    audioSeconds; local mode's progress file), and still counts after its job is deleted (the
+    operator's ledger entry; local mode's table), so deleting gives no minutes back."""
+    api = service.start_api(keyed=True)
+    short = api.as_key(service.create_key("short", "acme", "--audio-minutes-per-day=0.05"))
+    with short.client() as http:
+        first = http.post("/upload", files={"file": ("four.wav", sine_wav(4.0))})
+        assert first.status_code == 200, first.text  # nothing heard yet today
+        job_id = first.json()["job_id"]
+        assert wait_done(short, job_id)["status"] == "completed"
+
+        def refused_after(what: str) -> None:
+            again = http.post("/upload", files={"file": ("song.mp3", mp3_song(0.5))})
+            assert again.status_code == 429, f"{what}: {again.text}"
+            detail = again.json()["detail"]
+            assert detail.startswith(
+                "key 'short' may separate 0.05 minute(s) of audio in 24 hours and separated 0.1; "
+                "the oldest of them leaves the window in "
+            ), detail
+            assert detail.endswith(" s; nothing was stored")
+            assert 86000 < int(again.headers["retry-after"]) <= 86400
+            assert service.incomplete_uploads() == []
+
+        refused_after("its song separated")
+        assert service.objects() != []  # the first job's files
+        assert http.delete(f"/job/{job_id}").status_code == 200
+        wait_for(lambda: service.objects() == [], 30, "the job's files deleted")
+        refused_after("its job deleted")
+        assert service.objects() == []
+    # Another key of the same tenant has minutes of its own.
+    with api.client() as other:
+        theirs = other.post("/upload", files={"file": ("song.mp3", mp3_song(0.5))})
+        assert theirs.status_code == 200, theirs.text
+        assert other.delete(f"/job/{theirs.json()['job_id']}").status_code == 200
+
+
 def test_local_mode_is_open_on_loopback_until_its_first_key(
     local_service: LocalService, tmp_path: Path
 ) -> None:

@@ -41,7 +41,8 @@ def test_usage_adds_up_what_each_job_holds() -> None:
     jobs = [Held(True, 100), Held(False, 250), Held(True), Held(False, -5)]
     assert usage_of(jobs) == Usage(active_jobs=2, bytes_stored=350)
     assert not counts_usage(Quotas())
-    assert not counts_usage(Quotas(requests_per_minute=5, audio_minutes_per_day=10))
+    assert not counts_usage(Quotas(requests_per_minute=5))
+    assert counts_usage(Quotas(audio_minutes_per_day=10))
     assert counts_usage(Quotas(active_jobs=1))
     assert counts_usage(Quotas(bytes_stored=1))
 

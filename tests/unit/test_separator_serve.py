@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from stemkube_contract import batch
+from stemkube_contract.progressfile import parse_progress
 from stemkube_separator import exitcodes, model, serve
 from tests.harness.separator_fixtures import SEPARATE, log_lines
 from tests.harness.waiting import wait_for
@@ -141,7 +142,11 @@ def test_the_second_song_reuses_the_model(
     assert "import" not in timings(first)
     assert timings(second)["load_model"] < timings(first)["load_model"] / 2
     assert [lines[-1]["exit_code"] for lines in (first, second)] == [0, 0]
-    assert (tmp_path / "two.progress").read_text() == "100\n"
+    said = parse_progress((tmp_path / "two.progress").read_text())
+    assert said is not None
+    assert said.percent == 100
+    assert said.audio_seconds is not None
+    assert said.audio_seconds > 0  # the song's length
     for job in ("one", "two"):
         assert sorted(zipfile.ZipFile(tmp_path / f"{job}.zip").namelist()) == FOUR
     assert worker.close() == (exitcodes.OK, "")  # EOF ends it; stdout held replies only

@@ -319,8 +319,9 @@ def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
 
     settings = load_settings(env)
     settings = replace(settings, auth=kubernetes_mode(settings.auth, args.no_auth))
+    store = S3Store.from_settings(settings)
     try:
-        backend = KubernetesBackend.from_settings(settings)
+        backend = KubernetesBackend.from_settings(settings, ledger=store.keys)
         # The keys' Secrets, followed by their own watch (list + watch of one namespace).
         keys = (
             None
@@ -336,7 +337,7 @@ def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
     return create_app(
         settings,
         backend,
-        S3Store.from_settings(settings),
+        store,
         keys,
         metrics_server(args, KUBERNETES_METRICS_PORT),
     )

@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--audio-minutes-per-day",
         type=_positive_float,
-        help="audio separated in 24 hours (stored; not enforced: see api/README.md)",
+        help="minutes of audio its jobs created in 24 hours may hold (counted once decoded)",
     )
     create.add_argument(
         "--max-bytes-stored",

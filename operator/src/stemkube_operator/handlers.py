@@ -142,5 +142,5 @@ def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> 
 def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Runs before Kubernetes lets the SeparationJob go (Kopf holds it with FINALIZER). Its Job
     and pods go by the owner reference cascade; its files go here."""
-    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec)}
+    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     remove_objects(_runtime(memo), cr)

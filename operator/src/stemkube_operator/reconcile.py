@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemkube_contract import batch, exitcodes
-from stemkube_operator import metrics
+from stemkube_operator import ledger, metrics
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.jobspec import build_batch_job
@@ -242,7 +242,17 @@ def expire(rt: Runtime, cr: dict[str, Any], now: datetime.datetime) -> bool:
 
 
 def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
-    """The finalizer's work: the job's input and result leave storage with it."""
+    """The finalizer's work: the job's input and result leave storage with it; the song it
+    separated stays counted for its key's day (the ledger entry goes first: a failed write
+    is retried with the rest, never skipped)."""
+    now = datetime.datetime.now(datetime.UTC)
+    entry = ledger.entry_for(cr, now)
+    if entry is not None:
+        bucket, key = entry
+        rt.storage.put_empty(bucket, key)
+        prefix = key.rsplit("/", 1)[0] + "/"
+        for old in ledger.expired(rt.storage.keys(bucket, prefix), now):
+            rt.storage.delete(bucket, old)
     spec = cr.get("spec") or {}
     for ref in (spec.get("input"), spec.get("output")):
         if ref and ref.get("bucket") and ref.get("key"):

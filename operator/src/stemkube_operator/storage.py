@@ -1,7 +1,9 @@
-"""The object storage calls the operator makes: the size of a result, and removing a job's
-objects when its SeparationJob goes. Plain S3 through the minio client; settings from the
-usual AWS variables, as the separator reads them."""
+"""The object storage calls the operator makes: the size of a result, removing a job's
+objects when its SeparationJob goes, and the audio quota's ledger entry it leaves (``ledger``).
+Plain S3 through the minio client; settings from the usual AWS variables, as the separator
+reads them."""
 
+import io
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -49,6 +51,14 @@ class Storage:
                 return None
             raise
         return int(size) if size is not None else None
+
+    def put_empty(self, bucket: str, key: str) -> None:
+        self._s3.put_object(bucket, key, io.BytesIO(b""), 0)
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        return [
+            str(o.object_name) for o in self._s3.list_objects(bucket, prefix=prefix, recursive=True)
+        ]
 
     def delete(self, bucket: str, key: str) -> None:
         """Removing an object that is already gone is success."""

@@ -249,6 +249,9 @@ class MemberReporter:
         self.check()
         self.inner.update(percent)
 
+    def audio(self, seconds: float) -> None:
+        self.inner.audio(seconds)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -356,6 +359,7 @@ class MemberRun:
             song = prefetch.take(laps.wait)
             assert isinstance(song, Song)
         self.song = song
+        self.reporter.audio(song.seconds)
         self.reporter.update(pipeline.DECODED)
         self.target = parse_location(self.item.output)
         self.files = pipeline.stem_files(ready.stems, self.opts.format, song.workdir)

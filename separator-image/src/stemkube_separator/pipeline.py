@@ -340,6 +340,7 @@ def _run(
     stages.lap(FETCH)
     audio, seconds = early.take_audio(ready.separator.samplerate)
     stages.lap(DECODE)
+    reporter.audio(seconds)
     reporter.update(DECODED)
 
     files = stem_files(ready.stems, opts.format, early.workdir)

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from stemkube_contract.progressfile import Progress, format_progress
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_contract.usage import audio_patch
 from stemkube_separator import logs
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,9 @@ FINAL_WAIT = 10.0  # how long close() waits for the last write
 
 class Reporter(Protocol):
     def update(self, percent: int) -> None: ...
+
+    def audio(self, seconds: float) -> None:
+        """The song's length, once decoded: what the API key's audio quota counts."""
 
     def close(self) -> None: ...
 
@@ -61,6 +66,9 @@ class LogReporter:
         if self.throttle.ready(final=percent >= 100):
             log.info("progress %d%%", percent, extra={"progress": percent})
 
+    def audio(self, seconds: float) -> None:
+        pass  # the log has it already ("decoded ... s")
+
     def close(self) -> None:
         pass
 
@@ -73,6 +81,7 @@ class FileReporter(LogReporter):
         super().__init__(interval)
         self.path = path
         self.file_throttle = Throttle(interval)
+        self.audio_seconds: float | None = None
 
     def update(self, percent: int) -> None:
         before = self.percent
@@ -80,11 +89,15 @@ class FileReporter(LogReporter):
         if self.percent > before and self.file_throttle.ready(final=percent >= 100):
             self._write(percent)
 
+    def audio(self, seconds: float) -> None:
+        self.audio_seconds = seconds
+        self._write(max(0, self.percent))  # at once: the worker may miss a throttled one
+
     def _write(self, percent: int) -> None:
         tmp = f"{self.path}.tmp"
         try:
             with open(tmp, "w", encoding="ascii") as file:
-                file.write(f"{percent}\n")
+                file.write(format_progress(Progress(percent, self.audio_seconds)))
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not write progress to %s: %s", self.path, exc)
@@ -131,6 +144,7 @@ class CrReporter:
         self.gone = threading.Event()
         self.cond = threading.Condition()
         self.pending: int | None = None
+        self.pending_audio: float | None = None
         self.sent = -1
         self.closing = False
         self.thread = threading.Thread(
@@ -144,6 +158,11 @@ class CrReporter:
                 self.pending = percent
                 self.cond.notify()
 
+    def audio(self, seconds: float) -> None:
+        with self.cond:
+            self.pending_audio = seconds
+            self.cond.notify()
+
     def close(self) -> None:
         with self.cond:
             self.closing = True
@@ -153,11 +172,16 @@ class CrReporter:
     def _run(self) -> None:
         while True:
             with self.cond:
-                while self.pending is None and not self.closing:
+                while self.pending is None and self.pending_audio is None and not self.closing:
                     self.cond.wait()
-                if self.pending is None:
+                if self.pending is None and self.pending_audio is None:
                     return
                 percent, self.pending = self.pending, None
+                audio, self.pending_audio = self.pending_audio, None
+            if audio is not None:
+                self._write_audio(audio)
+            if percent is None:
+                continue
             self._write(percent)
             with self.cond:
                 # Sleep out the interval, unless closing: then the last value goes at once.
@@ -166,29 +190,27 @@ class CrReporter:
                     self.cond.wait(left)
 
     def _write(self, percent: int) -> None:
+        if self._patch(status_patch(percent), "progress", {"progress": percent}):
+            self.sent = percent
+
+    def _write_audio(self, seconds: float) -> None:
+        self._patch(audio_patch(seconds), "the song's length", {"duration": round(seconds, 3)})
+
+    def _patch(self, patch: dict[str, Any], what: str, extra: dict[str, Any]) -> bool:
         try:
             written = self.api.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                status_patch(percent),
-                _request_timeout=5,
+                GROUP, VERSION, self.namespace, PLURAL, self.name, patch, _request_timeout=5
             )
-            self.sent = percent
             if deleted(written, self.uid):
                 self.gone.set()
+            return True
         except Exception as exc:
             if not_found(exc):
                 self.gone.set()
             log.warning(
-                "could not write progress to %s/%s: %s",
-                self.namespace,
-                self.name,
-                exc,
-                extra={"progress": percent},
+                "could not write %s to %s/%s: %s", what, self.namespace, self.name, exc, extra=extra
             )
+            return False
 
 
 def custom_objects_api() -> Any:

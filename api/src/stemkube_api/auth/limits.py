@@ -6,6 +6,7 @@ quotas below are exact, being counted from the jobs themselves). Each refusal na
 and when it resets.
 """
 
+import datetime
 import math
 import threading
 import time
@@ -13,9 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stemkube_api.auth.keys import Quotas
+from stemkube_contract.usage import WINDOW as DAY
+from stemkube_contract.usage import in_window
 
 WINDOW = 60.0  # seconds
-DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -75,19 +77,43 @@ class Held:
     stored: int = 0
 
 
-def usage_of(jobs: Iterable[Held]) -> Usage:
-    """A key's usage from its jobs (each backend says what each of its jobs holds). The audio
-    of the day is not counted: the API never learns a song's length (see api/README.md)."""
+@dataclass(frozen=True)
+class Heard:
+    """One job's song, as the audio quota counts it: its length, on the day it was created."""
+
+    created: datetime.datetime
+    seconds: float
+
+
+def usage_of(
+    jobs: Iterable[Held], heard: Iterable[Heard] = (), now: datetime.datetime | None = None
+) -> Usage:
+    """A key's usage from its jobs (each backend says what each of its jobs holds) and the
+    songs of the jobs it created, deleted ones too (each once; those of the last day count)."""
     active = stored = 0
     for job in jobs:
         active += job.active
         stored += max(0, job.stored)
-    return Usage(active_jobs=active, bytes_stored=stored)
+    today = [h for h in heard if now is not None and in_window(h.created, now)]
+    frees_in = None
+    if today and now is not None:
+        oldest = min(h.created for h in today)
+        frees_in = max(1.0, (oldest + DAY - now).total_seconds())
+    return Usage(
+        active_jobs=active,
+        audio_seconds_today=sum(max(0.0, h.seconds) for h in today),
+        bytes_stored=stored,
+        day_frees_in=frees_in,
+    )
 
 
 def counts_usage(quotas: Quotas) -> bool:
     """Whether admitting a job of a key with ``quotas`` needs its usage at all."""
-    return quotas.active_jobs is not None or quotas.bytes_stored is not None
+    return (
+        quotas.active_jobs is not None
+        or quotas.bytes_stored is not None
+        or quotas.audio_minutes_per_day is not None
+    )
 
 
 def admit_job(

@@ -6,13 +6,14 @@ from the API server.
 """
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from stemkube_api.auth.limits import Held, Usage, usage_of
+from stemkube_api.auth.limits import Heard, Held, Usage, usage_of
 from stemkube_api.interfaces import NewJob, UnavailableError
 from stemkube_api.jobs import (
     CREATED_AT_ANNOTATION,
@@ -27,6 +28,7 @@ from stemkube_api.jobs import (
 from stemkube_api.kubernetes.watch import REQUEST_TIMEOUT, WatchCache, explain
 from stemkube_api.settings import Settings
 from stemkube_contract import options as catalogue
+from stemkube_contract import usage
 from stemkube_contract.models import Catalog
 from stemkube_contract.resource import (
     API_CREATOR,
@@ -111,14 +113,47 @@ def held_by(cr: dict[str, Any]) -> Held:
     return Held(status.get("phase") not in TERMINAL, stored + _size(result.get("size")))
 
 
-def usage_from(crs: list[dict[str, Any]], key_id: str) -> Usage:
-    """A key's usage from the SeparationJobs labelled with its id; one being deleted counts
-    for nothing (its owner let it go; the operator's finalizer removes its files)."""
-    return usage_of(
-        held_by(cr)
+def _created(cr: dict[str, Any]) -> datetime.datetime | None:
+    stamp = (cr.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def heard_from(crs: list[dict[str, Any]], ledger: list[str]) -> list[Heard]:
+    """The songs of a key's SeparationJobs (those being deleted too) and of its ledger (the
+    operator's entries for the deleted ones), each job once."""
+    heard: dict[str, Heard] = {}
+    for key in ledger:
+        entry = usage.parse_usage_key(key)
+        if entry is not None:
+            heard[entry.uid] = Heard(entry.created, entry.seconds)
+    for cr in crs:
+        seconds = usage.audio_seconds_of(cr.get("status"))
+        created = _created(cr)
+        uid = str((cr.get("metadata") or {}).get("uid") or "")
+        if seconds > 0 and created is not None:
+            heard[uid or f"unnamed-{id(cr)}"] = Heard(created, seconds)
+    return list(heard.values())
+
+
+def usage_from(
+    crs: list[dict[str, Any]],
+    key_id: str,
+    ledger: list[str] | None = None,
+    now: datetime.datetime | None = None,
+) -> Usage:
+    """A key's usage from the SeparationJobs labelled with its id; one being deleted holds
+    nothing (its owner let it go; the operator's finalizer removes its files) but its song
+    still counts for its day, as does the ``ledger``'s (object keys under the key's prefix)."""
+    mine = [
+        cr
         for cr in crs
-        if _visible(cr)
-        and ((cr.get("metadata") or {}).get("labels") or {}).get(API_KEY_ID_LABEL) == key_id
+        if ((cr.get("metadata") or {}).get("labels") or {}).get(API_KEY_ID_LABEL) == key_id
+    ]
+    return usage_of(
+        (held_by(cr) for cr in mine if _visible(cr)), heard_from(mine, ledger or []), now
     )
 
 
@@ -132,21 +167,28 @@ class KubernetesBackend:
         namespace: str,
         bucket: str,
         models: Catalog | None = None,
+        ledger: Callable[[str], list[str]] | None = None,
     ) -> None:
+        """``ledger``: the object keys under a prefix (``S3Store.keys``), for the audio
+        quota's entries of deleted jobs (``stemkube_contract.usage``)."""
         self.models = models or Catalog()
+        self.ledger = ledger
         self._objects = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.bucket = bucket
         self.cache = WatchCache(watch_api, namespace)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "KubernetesBackend":
+    def from_settings(
+        cls, settings: Settings, ledger: Callable[[str], list[str]] | None = None
+    ) -> "KubernetesBackend":
         return cls(
             api_client(settings),
             api_client(settings),
             settings.namespace,
             settings.bucket,
             settings.models,
+            ledger,
         )
 
     def start(self) -> None:
@@ -238,7 +280,8 @@ class KubernetesBackend:
             raise UnavailableError(
                 f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
             )
-        return usage_from(self.cache.all(), key_id)
+        ledger = self.ledger(usage.usage_prefix(key_id)) if self.ledger else []
+        return usage_from(self.cache.all(), key_id, ledger, now)
 
     def model_problem(self, model: str) -> str | None:
         # The weights are the separator pods' concern (image or model cache claim): a missing

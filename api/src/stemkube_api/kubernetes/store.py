@@ -229,6 +229,18 @@ class S3Store:
         except STORE_ERRORS as exc:
             raise UnavailableError(f"storage unreachable: {exc}") from exc
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (the audio ledger's: one listing, no object read)."""
+        try:
+            return [
+                str(o.object_name)
+                for o in self._s3.list_objects(self._bucket, prefix=prefix, recursive=True)
+            ]
+        except S3Error as exc:
+            raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage unreachable: {exc}") from exc
+
     def check(self) -> None:
         try:
             exists = self._s3.bucket_exists(self._bucket)

@@ -5,7 +5,7 @@ import datetime
 import logging
 from dataclasses import replace
 
-from stemkube_api.auth.limits import Held, Usage, usage_of
+from stemkube_api.auth.limits import Heard, Held, Usage, usage_of
 from stemkube_api.interfaces import NewJob, UnavailableError
 from stemkube_api.jobs import (
     PENDING,
@@ -22,6 +22,7 @@ from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
 from stemkube_api.local.weights import Weights
 from stemkube_api.local.workers import Workers, remove_files
+from stemkube_contract.usage import WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class LocalBackend:
     def usage(self, key_id: str, now: datetime.datetime) -> Usage:
         """From SQLite (every API of a data folder shares it): the key's rows, queued or
         running, and the bytes of their files as they are on disk (an input a worker removed
-        counts for nothing; a result before it is written neither)."""
+        counts for nothing; a result before it is written neither); its songs of the day from
+        the audio ledger, which outlives the rows."""
 
         def held(row: rules.JobRow) -> Held:
             stored = sum(
@@ -104,7 +106,8 @@ class LocalBackend:
             )
             return Held(row.status in (PENDING, PROCESSING), stored)
 
-        return usage_of(held(row) for row in self.table.created_with(key_id))
+        heard = [Heard(c, s) for c, s in self.table.audio_since(key_id, now - WINDOW)]
+        return usage_of((held(row) for row in self.table.created_with(key_id)), heard, now)
 
     def delete(self, job_id: str) -> bool:
         if not valid_job_id(job_id):

@@ -15,10 +15,12 @@ from typing import Any
 from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
 from stemkube_api.local.rules import JobRow
 from stemkube_contract import options as catalogue
+from stemkube_contract.usage import WINDOW
 
 # 1: one column per option; 2: the options as one JSON object (a new option needs no column);
 # 3: the job's tenant and the id of the key that created it (NULL: no tenant, as before keys).
-SCHEMA_VERSION = 3
+# 4: the audio ledger (a new table only: nothing to migrate).
+SCHEMA_VERSION = 4
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -42,6 +44,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"
 TENANT_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at)"
+# The audio of the jobs a key created (``stemkube_contract.usage``): a row outlives its job, so
+# that deleting a job does not give its minutes back; rows older than the window go.
+AUDIO_TABLE = """
+CREATE TABLE IF NOT EXISTS audio_usage (
+    job_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    seconds REAL NOT NULL
+)
+"""
+AUDIO_INDEX = "CREATE INDEX IF NOT EXISTS audio_by_key ON audio_usage (key_id, created_at)"
 # The row's own columns, which the workers read and write; the owner's (tenant, key_id) are
 # written once, at insert, and never by a save.
 COLUMNS = tuple(f.name for f in fields(JobRow))
@@ -166,6 +179,8 @@ class JobTable:
             self._db.execute(TABLE)
             self._db.execute(INDEX)
             self._db.execute(TENANT_INDEX)
+            self._db.execute(AUDIO_TABLE)
+            self._db.execute(AUDIO_INDEX)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -249,6 +264,32 @@ class JobTable:
             PROCESSING,
             percent,
         )
+
+    def record_audio(self, job_id: str, seconds: float, now: datetime.datetime) -> None:
+        """The song's length, for the audio quota of the key that created the job (none: no
+        row); forgets what has left the window."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO audio_usage (job_id, key_id, created_at, seconds) "
+                "SELECT job_id, key_id, created_at, ? FROM jobs "
+                "WHERE job_id = ? AND key_id IS NOT NULL "
+                "ON CONFLICT (job_id) DO UPDATE SET seconds = excluded.seconds",
+                (seconds, job_id),
+            )
+            self._db.execute(
+                "DELETE FROM audio_usage WHERE created_at < ?", (_stamp(now - WINDOW),)
+            )
+
+    def audio_since(
+        self, key_id: str, moment: datetime.datetime
+    ) -> list[tuple[datetime.datetime, float]]:
+        """(created, seconds) of the jobs ``key_id`` created after ``moment``, deleted or not."""
+        rows = self._query(
+            "SELECT created_at, seconds FROM audio_usage WHERE key_id = ? AND created_at > ?",
+            key_id,
+            _stamp(moment),
+        )
+        return [(datetime.datetime.fromisoformat(r[0]), float(r[1])) for r in rows]
 
     def finished_before(self, moment: datetime.datetime) -> list[JobRow]:
         rows = self._query(

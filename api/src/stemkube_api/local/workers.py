@@ -24,6 +24,7 @@ from stemkube_api.local.records import JobTable
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
 from stemkube_api.local.worker_process import GRACE, WorkerProcess
+from stemkube_contract.progressfile import Progress, parse_progress
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +289,16 @@ class Workers:
         with self._lock:
             running = list(self._running.values())
         for job in running:
-            text = _read(progress_file(job.workdir))
-            if text.isdigit():
-                self.table.set_progress(job.row.job_id, min(99, int(text)))
+            said = self._take_progress(job)
+            if said is not None:
+                self.table.set_progress(job.row.job_id, min(99, said.percent))
+
+    def _take_progress(self, job: Running) -> Progress | None:
+        """What the job's progress file says; the song's length, once there, to the ledger."""
+        said = parse_progress(_read(progress_file(job.workdir)))
+        if said is not None and said.audio_seconds is not None:
+            self.table.record_audio(job.row.job_id, said.audio_seconds, _now())
+        return said
 
     def _reap(self) -> None:
         with self._lock:
@@ -344,6 +352,7 @@ class Workers:
     def _finish(self, job: Running, code: int) -> None:
         job_id = job.row.job_id
         said = _read(termination_log(job.workdir))
+        self._take_progress(job)  # a song shorter than a poll is counted too
         shutil.rmtree(job.workdir, ignore_errors=True)
         if self.table.get(job_id) is None:
             # Deleted while it ran: whatever it wrote goes too.
