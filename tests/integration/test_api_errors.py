@@ -111,6 +111,22 @@ def test_refusals_leave_nothing_behind(service: Service, tmp_path: Path) -> None
     wait_for(lambda: service.objects() == [], 30, "the input removed")
 
 
+def test_oversized_headers_are_refused_and_the_server_goes_on(service: Service) -> None:
+    """A request's URL and headers are bounded (``web.MAX_TARGET_BYTES``, ``MAX_HEADER_BYTES``):
+    past them a 414 or 431 that says so, with the security headers, before the key is even
+    looked at; the next request is served."""
+    api = service.start_api(keyed=True)
+    with api.client() as http:
+        big = http.get("/jobs", headers={"X-Padding": "x" * (20 * 1024)})
+        assert big.status_code == 431, big.text
+        assert big.json()["detail"].endswith("bytes; at most 16384")
+        assert big.headers["x-content-type-options"] == "nosniff"
+        assert http.get("/jobs").status_code == 200
+        long_url = http.get("/status/" + "a" * (9 * 1024))
+        assert long_url.status_code == 414, long_url.text
+        assert http.get("/healthz").status_code == 200
+
+
 def test_a_failed_job_reports_its_error(service: Service) -> None:
     api = service.start_api(keyed=True)
     # Sniffs as WAV, but is not one: the separator refuses it and the job fails for good.

@@ -20,7 +20,7 @@ from stemkube_api.metrics import Metrics, MetricsMiddleware, MetricsServer
 from stemkube_api.routes import downloads, health, jobs, models
 from stemkube_api.services import Services
 from stemkube_api.settings import Settings
-from stemkube_api.web import SecurityHeaders, cors_middleware
+from stemkube_api.web import BoundedHead, SecurityHeaders, cors_middleware
 
 
 def create_app(
@@ -68,7 +68,8 @@ def create_app(
     # Added last, so outermost: a CORS preflight and an error answer get the headers too.
     if settings.cors_origins:
         app.add_middleware(cors_middleware, origins=settings.cors_origins)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BoundedHead)
+    app.add_middleware(SecurityHeaders)  # outermost: the refusals above get the headers too
     add_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)

@@ -1,6 +1,7 @@
-"""Web hygiene for every response: security headers, and cross-origin reads only for the
-origins a deployment allows (none by default)."""
+"""Web hygiene for every response: security headers, bounded request heads, and cross-origin
+reads only for the origins a deployment allows (none by default)."""
 
+import json
 from collections.abc import Sequence
 
 from starlette.datastructures import MutableHeaders
@@ -43,6 +44,51 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+# The request's target and headers, each: past them a 414 or 431 before any route runs (the
+# body's bounds are MAX_FILE_SIZE and the form's field limits). Ample for a bearer key and a
+# browser's cookies-free requests; HTTP servers' usual limits are 8-16 KiB.
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def head_problem(scope: Scope) -> tuple[int, str] | None:
+    """(status, message) for a request head past its bounds, else None."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    if target > MAX_TARGET_BYTES:
+        return 414, f"the request's URL is {target} bytes; at most {MAX_TARGET_BYTES}"
+    headers = sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or [])
+    if headers > MAX_HEADER_BYTES:
+        return 431, f"the request's headers are {headers} bytes; at most {MAX_HEADER_BYTES}"
+    return None
+
+
+class BoundedHead:
+    """Refuses a request whose URL or headers pass their bounds, with the API's error body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = head_problem(scope) if scope["type"] == "http" else None
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, message = problem
+        body = json.dumps({"detail": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 def cors_middleware(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
