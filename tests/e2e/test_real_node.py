@@ -19,6 +19,7 @@ takes the images out of docker before unpacking, and the blobs always go once un
 
 import base64
 import io
+import re
 import shutil
 import subprocess
 import zipfile
@@ -233,6 +234,31 @@ def test_every_pod_of_the_release_runs_on_the_real_node(
         assert pod.spec.node_name == NODE
         assert pod.status.phase == "Running", pod.status
         assert pod.status.pod_ip.startswith("10.88.0.")
+
+
+@pytest.mark.timeout(300)
+def test_helm_test_reaches_the_api_through_its_service(
+    real_cluster: RealCluster, installed: Installed
+) -> None:
+    """``helm test``, as NOTES.txt says: the chart's test Pod, in the API's image under Pod
+    Security ``restricted``, gets 200 from /readyz through the API's Service. There is no DNS
+    add-on here, so the Pod takes the Service's cluster IP from the variable the kubelet sets
+    (and says so in its log), through kube-proxy."""
+    kubeconfig = f"--kubeconfig={real_cluster.plane.kubeconfig}"
+    result = subprocess.run(
+        [str(tool("helm")), kubeconfig, "test", "stemkube", f"--namespace={NAMESPACE}",
+         "--timeout=3m"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:  # a failed test Pod is kept (hook-delete-policy): its log
+        log = subprocess.run(
+            [str(tool("kubectl")), kubeconfig, "-n", NAMESPACE, "logs", "stemkube-test-api"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        pytest.fail(
+            f"helm test:\n{result.stdout}\n{result.stderr}\npod log:\n{log.stdout}{log.stderr}"
+        )
+    assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
 
 
 def answers(http: httpx.Client, path: str) -> bool:

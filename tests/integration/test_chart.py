@@ -34,6 +34,7 @@ def test_lint_is_clean() -> None:
         [
             "--set=ingress.enabled=true",
             "--set=ingress.className=nginx",
+            '--set-json=ingress.tls=[{"secretName":"stemkube-tls"}]',
             "--set=networkPolicy.enabled=true",
             "--set=operator.replicas=2",
             "--set=operator.maxRunning=4",
@@ -76,6 +77,7 @@ def test_rendered_chart_passes_server_side_dry_run(
         (["--set=minio.enabled=false"], "/storage/external/endpoint"),
         (["--set=operator.typo=1"], "additional properties 'typo' not allowed"),
         (["--set=storage.bucket=Bad_Bucket"], "/storage/bucket"),
+        (["--set=ingress.controller=haproxy"], "/ingress/controller"),
     ],
 )
 def test_bad_values_fail_with_the_path_named(values: list[str], message: str) -> None:
