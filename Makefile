@@ -13,7 +13,7 @@ VENV_INPUTS := requirements-dev.txt $(foreach c,$(COMPONENTS),$(c)/pyproject.tom
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: venv ## run the service in local mode on http://localhost:8000 (more flags: RUN_ARGS="--workers 2 ...")
@@ -25,11 +25,15 @@ venv: $(VENV)/.installed ## the development virtual environment (.venv), compone
 $(VENV)/.installed: $(VENV_INPUTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 	  || { echo "make venv: need Python 3.11 as $(PYTHON) (set PYTHON=...)"; exit 1; }
+	@echo "make venv: installing stemkube's Python environment into $(VENV): torch and Demucs (the"
+	@echo "  separator), FastAPI, the Kubernetes and S3 clients and the test tools; about 2 GB to"
+	@echo "  download and unpack: a few minutes the first time, nothing after that"
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
 	  $(foreach c,$(COMPONENTS),-e ./$(c))
 	touch $@
+	@echo "make venv: ready"
 
 .PHONY: tools
 tools: ## build the test tier's binaries into .cache/bin (no-op when fresh)

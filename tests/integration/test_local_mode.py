@@ -209,4 +209,6 @@ def test_without_weights_it_says_so_and_refuses_uploads_at_once(
     assert "--model-repo" in refused.json()["detail"]
     assert local_service.objects() == []
     assert local_service.job_ids() == []
-    assert "no weights for the default model" in api.process.log_path.read_text()
+    said = api.process.log_path.read_text()
+    assert "stemkube is up on http://127.0.0.1:" in said  # the start's ready line, and why not
+    assert "but it cannot separate yet: model 'mine' is not a pretrained Demucs model" in said

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from stemkube_api.startup import Launch, ReadyServer, local_summary
 from stemkube_contract.models import (
     DEFAULT_MODEL,
     MODELS_ENV,
@@ -279,7 +280,7 @@ def local_keys(
     return keys, mode
 
 
-def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
+def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI, Launch]:
     from stemkube_api.app import create_app
     from stemkube_api.local.backend import LocalBackend
     from stemkube_api.local.records import SchemaError
@@ -306,10 +307,20 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
             "required": f"required (keys in {settings.data_dir})",
         }[mode],
     )
-    return create_app(api_settings, backend, store, keys, metrics_server(args, None))
+    app = create_app(api_settings, backend, store, keys, metrics_server(args, None))
+    default = settings.models.default
+    summary = local_summary(
+        list(settings.models.names),
+        default,
+        str(settings.model_repo) if settings.model_repo else None,
+        str(settings.data_dir),
+        settings.ttl.total_seconds(),
+        settings.workers,
+    )
+    return app, Launch(summary, lambda: backend.model_problem(default))
 
 
-def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
+def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI, Launch]:
     from stemkube_api.app import create_app
     from stemkube_api.auth.modes import kubernetes_mode
     from stemkube_api.kubernetes.backend import KubernetesBackend, api_client
@@ -334,13 +345,12 @@ def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> FastAPI:
         logging.getLogger(__name__).warning(
             "API keys: off (STEMKUBE_AUTH=off): anyone who reaches the port may use the service"
         )
-    return create_app(
-        settings,
-        backend,
-        store,
-        keys,
-        metrics_server(args, KUBERNETES_METRICS_PORT),
+    app = create_app(settings, backend, store, keys, metrics_server(args, KUBERNETES_METRICS_PORT))
+    summary = (
+        f"Kubernetes mode, SeparationJobs in namespace {settings.namespace}, "
+        f"objects in bucket {settings.bucket}"
     )
+    return app, Launch(summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,14 +372,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = local_app(args, env) if args.local else kubernetes_app(args, env)
+        app, launch = local_app(args, env) if args.local else kubernetes_app(args, env)
     except (CliError, SettingsError) as exc:
         print(f"stemkube-api: {exc}", file=sys.stderr)
         return 2
 
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -377,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=not args.local,
         timeout_graceful_shutdown=20,
     )
-    return 0
+    server = ReadyServer(config, launch)
+    server.run()
+    return 0 if server.started else 3  # as uvicorn.run: the port taken, a failed startup
 
 
 if __name__ == "__main__":

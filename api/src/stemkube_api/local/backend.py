@@ -2,7 +2,6 @@
 row's owner (tenant, key) is kept beside it (``records.Owned``)."""
 
 import datetime
-import logging
 from dataclasses import replace
 
 from stemkube_api.auth.limits import Heard, Held, Usage, usage_of
@@ -24,8 +23,6 @@ from stemkube_api.local.weights import Weights
 from stemkube_api.local.workers import Workers, remove_files
 from stemkube_contract.usage import WINDOW
 
-log = logging.getLogger(__name__)
-
 
 class LocalBackend:
     name = "local"
@@ -42,20 +39,7 @@ class LocalBackend:
     def start(self) -> None:
         self.workers.recover()
         self.workers.start()
-        default = self.settings.models.default
-        problem = self.weights.problem(default)
-        if problem:
-            log.warning("no weights for the default model: %s", problem)
-        log.info(
-            "local mode: %d worker(s), data in %s, finished jobs kept %s; models %s "
-            "(default %s), weights from %s",
-            self.settings.workers,
-            self.settings.data_dir,
-            self.settings.ttl,
-            ", ".join(self.settings.models.names),
-            default,
-            self.settings.model_repo or "the Demucs hub",
-        )
+        # What it serves and whether it can: the start's ready line (``startup``) says it.
 
     def model_problem(self, model: str) -> str | None:
         return self.weights.problem(model)
