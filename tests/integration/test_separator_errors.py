@@ -119,15 +119,22 @@ def test_too_long_when_decoded_even_if_header_says_otherwise(
     assert "the limit is 0:02" in termination_message(term)
 
 
-def test_truncated_tail_is_recovered(tiny_model_repo: Path, tmp_path: Path) -> None:
+def test_truncated_file_is_invalid_input(tiny_model_repo: Path, tmp_path: Path) -> None:
+    # Issue 19: an upload that stopped half way was once separated up to the cut, as if it
+    # were the song.
     song = make_audio(tmp_path / "whole.mp3", "-c:a", "libmp3lame", seconds=3.0)
     cut = tmp_path / "cut.mp3"
     data = song.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])  # an upload that stopped half way
+    cut.write_bytes(data[: len(data) // 2])
+    term = tmp_path / "term"
 
-    result = run_separator(cut, tmp_path / "o.zip", "--model-repo", tiny_model_repo)
+    result = run_separator(
+        cut, tmp_path / "o.zip", "--model-repo", tiny_model_repo, "--termination-log", term
+    )
 
-    assert result.returncode == exitcodes.OK, result.stderr
+    assert result.returncode == exitcodes.INVALID_INPUT, result.stderr
+    assert "damaged or truncated: its header declares 3.00 s" in termination_message(term)
+    assert not (tmp_path / "o.zip").exists()
 
 
 @pytest.mark.parametrize(

@@ -167,16 +167,19 @@ def test_missing_bucket_is_transient_and_writes_nothing(
     assert "NoSuchBucket" in term.read_text()
 
 
-def test_missing_input_object_is_transient(
+def test_missing_input_object_is_invalid_input(
     minio_server: MinioServer, bucket: str, tiny_model_repo: Path, tmp_path: Path
 ) -> None:
+    # Issue 19: it was transient, retried four times on GPU pods; it never appears.
     term = tmp_path / "term"
     result = run_separator(
         f"s3://{bucket}/inputs/none/song.mp3", tmp_path / "o.zip",
         "--model-repo", tiny_model_repo, "--termination-log", term, env=s3_env(minio_server),
     )  # fmt: skip
-    assert result.returncode == exitcodes.TRANSIENT, result.stderr
-    assert "NoSuchKey" in term.read_text()
+    assert result.returncode == exitcodes.INVALID_INPUT, result.stderr
+    message = term.read_text()
+    assert "NoSuchKey" in message
+    assert f"s3://{bucket}/inputs/none/song.mp3 does not exist" in message
 
 
 def _client_factory(server: MinioServer) -> storage.ClientFactory:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stemkube_api.sizes import format_size, parse_size
+from stemkube_contract.limits import DEFAULT_MAX_FILE_SIZE, max_file_size_from_env
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
 from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
 
-DEFAULT_MAX_FILE_SIZE = "500MB"
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
 # Kubernetes mode requires API keys unless this says off (the chart sets it from
@@ -92,9 +92,9 @@ def parse_origins(text: str) -> tuple[str, ...]:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     try:
-        max_size = parse_size(env.get("MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
+        max_size = max_file_size_from_env(env)  # the contract's: the separator reads it so too
     except ValueError as exc:
-        raise SettingsError(f"MAX_FILE_SIZE: {exc}") from None
+        raise SettingsError(str(exc)) from None
     expiry_raw = env.get("STEMKUBE_PRESIGN_EXPIRY_SECONDS") or "900"
     try:
         expiry = int(expiry_raw)

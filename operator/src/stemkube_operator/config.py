@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
+from stemkube_contract.limits import max_file_size_from_env
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
 from stemkube_contract.options import (
     DEFAULT_PRECISION,
@@ -53,6 +54,9 @@ class OperatorConfig:
     models: Catalog = field(default_factory=Catalog)
     limits: Limits = field(default_factory=Limits)
     precision: str = DEFAULT_PRECISION  # the separator's --precision, for every Job
+    # The largest input, bytes: the API's MAX_FILE_SIZE (the chart sets both from one value),
+    # passed to every separator, which refuses a larger object before downloading it.
+    max_file_size: int = max_file_size_from_env({})
     backoff_limit: int = 3
     active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 86400
@@ -114,6 +118,13 @@ def _precision(env: Mapping[str, str]) -> str:
     return value
 
 
+def _max_file_size(env: Mapping[str, str]) -> int:
+    try:
+        return max_file_size_from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _batch_max(env: Mapping[str, str]) -> int:
     try:
         return parse_max_per_job(env.get(MAX_PER_JOB_ENV))
@@ -150,6 +161,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         models=_models(env),
         limits=_limits(env),
         precision=_precision(env),
+        max_file_size=_max_file_size(env),
         backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
         active_deadline_seconds=_int(
             env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1

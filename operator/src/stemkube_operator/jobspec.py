@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from stemkube_contract import batch, exitcodes
+from stemkube_contract import batch, exitcodes, limits
 from stemkube_contract import options as catalogue
+from stemkube_contract.models import SIX_STEMS
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.resource import (
     API_VERSION,
@@ -87,6 +88,8 @@ def _env(config: OperatorConfig) -> list[dict[str, Any]]:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         # Caches and temporary files go to the writable emptyDir: the root filesystem is read-only.
         {"name": "HOME", "value": "/tmp"},
+        # The separator refuses a larger input before downloading it (the API's limit too).
+        {"name": limits.MAX_FILE_SIZE_ENV, "value": str(config.max_file_size)},
     ]
     if config.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
@@ -111,10 +114,29 @@ def _resources(config: OperatorConfig) -> dict[str, Any]:
     return resources
 
 
-def _volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def scratch_size(spec: dict[str, Any], config: OperatorConfig, songs: int = 1) -> str:
+    """The scratch emptyDir's sizeLimit: what a separation of the largest, longest input can
+    write there (the download, then the stems of its options' format; ``songs`` of them at
+    once in a batch), plus room for caches; see the README. Past it the kubelet evicts the pod
+    instead of letting it fill the node's disk."""
+    options = catalogue.effective(catalogue.from_spec(spec), config.models)
+    # A model the catalogue does not list (a folder's own): as many stems as the largest known.
+    stems = len(catalogue.stems_of(options, config.models)) or len(SIX_STEMS)
+    rate = limits.stem_bytes_per_second(
+        str(options.get("format", "mp3")),
+        str(options.get("wav_depth", "16")),
+        int(str(options.get("bitrate", 320))),
+    )
+    total = limits.scratch_bytes(config.max_file_size, stems, rate, songs=songs)
+    return f"{-(-total // 2**20)}Mi"
+
+
+def _volumes(
+    spec: dict[str, Any], config: OperatorConfig, songs: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": scratch_size(spec, config, songs)}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
@@ -143,7 +165,7 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     """The one Job that runs this SeparationJob's separation."""
     meta, spec = cr["metadata"], cr["spec"]
     labels = labels_for(cr)
-    volumes, mounts = _volumes(config)
+    volumes, mounts = _volumes(spec, config)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": config.separator_image,
@@ -257,6 +279,8 @@ def build_batch_job(members: list[dict[str, Any]], config: OperatorConfig) -> di
     template = job["spec"]["template"]
     template["metadata"]["annotations"][batch.MEMBERS_ANNOTATION] = listed
     template["spec"]["containers"][0]["args"] = batch_args(members, config)
+    # The next member's download and the previous member's stems beside the current one's.
+    template["spec"]["volumes"], _ = _volumes(leader["spec"], config, songs=2)
     job["spec"]["activeDeadlineSeconds"] *= len(members)
     job["metadata"]["ownerReferences"] = [
         {

@@ -561,7 +561,7 @@ class Batch:
             workdir = Path(tempfile.mkdtemp(prefix="stemkube-"))
             stage = FETCH  # a failure's time goes to the stage it happened in
             try:
-                local = inputs.fetch_input(source, workdir, self.s3_client)
+                local = inputs.fetch_input(source, workdir, self.s3_client, self.opts.max_file_size)
                 stages.lap(FETCH)
                 prefetch.milestones.passed(FETCH)
                 stage = DECODE

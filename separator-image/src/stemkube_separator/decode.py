@@ -16,14 +16,14 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from stemkube_separator import integrity
 from stemkube_separator.errors import InvalidInputError
+from stemkube_separator.integrity import MAX_BAD_PACKETS, Declared
 
 log = logging.getLogger(__name__)
 
 Audio = npt.NDArray[np.float32]  # shape (2, samples)
 
-# A few corrupt packets in a long file are noise; a file that is mostly errors is not audio.
-MAX_BAD_PACKETS = 100
 # Below 8 kbit/s no real song is encoded: a header claiming more seconds than that is wrong.
 MIN_BYTES_PER_SECOND = 1000
 
@@ -54,6 +54,14 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.AudioSt
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
+
+
+@dataclass
+class _Decoded:
+    audio: Audio
+    packets: int = 0  # demuxed, with data
+    bad: int = 0  # of which could not be decoded
+    first_position: int = 0  # the first packet's byte offset in the file (after the header)
 
 
 def decode(path: Path, sample_rate: int, max_duration: float) -> tuple[Audio, SourceInfo]:
@@ -94,9 +102,22 @@ def decode(path: Path, sample_rate: int, max_duration: float) -> tuple[Audio, So
             channels=stream.channels,
             layout=stream.layout.name,
         )
-        audio = _decode_stream(container, stream, sample_rate, max_duration)
+        decoded = _decode_stream(container, stream, sample_rate, max_duration)
+    audio = decoded.audio
     if audio.shape[1] == 0:
         raise InvalidInputError("the input contains no audio samples (zero duration)")
+    # A file cut short, damaged in the middle or with a lying header decodes to another
+    # length than it declares (a cut upload once passed as a short song: issue 19).
+    integrity.check_packets(decoded.packets, decoded.bad)
+    integrity.check_length(
+        Declared(
+            seconds=declared or None,
+            file_size=size,
+            data_offset=decoded.first_position,
+            bit_rate=stream.bit_rate or 0,
+        ),
+        audio.shape[1] / sample_rate,
+    )
     return audio, info
 
 
@@ -105,14 +126,15 @@ def _decode_stream(
     stream: av.AudioStream,
     sample_rate: int,
     max_duration: float,
-) -> Audio:
+) -> _Decoded:
     mono = stream.channels == 1
     resampler = av.AudioResampler(
         format="fltp", layout="mono" if mono else "stereo", rate=sample_rate
     )
     max_samples = int((max_duration + 1.0) * sample_rate)
     chunks: list[Audio] = []
-    total = bad = 0
+    total = bad = packets = 0
+    first_position = -1
 
     def take(frames: list[av.AudioFrame]) -> None:
         nonlocal total
@@ -125,6 +147,10 @@ def _decode_stream(
 
     try:
         for packet in container.demux(stream):
+            if packet.size:  # the flush packet at the end has none
+                packets += 1
+                if first_position < 0 and packet.pos is not None and packet.pos >= 0:
+                    first_position = packet.pos
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
@@ -139,7 +165,8 @@ def _decode_stream(
             for frame in frames:
                 take(resampler.resample(frame))
     except av.error.FFmpegError as exc:
-        # A damaged tail (a truncated upload) still leaves a usable beginning.
+        # A damaged tail: what came before it is kept for now; the length check (``decode``)
+        # then refuses it where the file declared more (a raw stream declares nothing).
         if not total:
             reason = exc.strerror or str(exc)
             raise InvalidInputError(f"the input could not be decoded ({reason})") from None
@@ -149,12 +176,14 @@ def _decode_stream(
             extra={"error": str(exc)},
         )
     take(resampler.resample(None))
+    found = _Decoded(np.zeros((2, 0), dtype=np.float32), packets, bad, max(first_position, 0))
     if not chunks:
-        return np.zeros((2, 0), dtype=np.float32)
+        return found
     audio = np.concatenate(chunks, axis=1)
     chunks.clear()
     if mono:
         audio = np.repeat(audio, 2, axis=0)
     # A float WAV may hold NaN or infinities, which would poison every stem.
     np.nan_to_num(audio, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return audio
+    found.audio = audio
+    return found

@@ -36,9 +36,12 @@ def s3_clients(env: Mapping[str, str], *locations: str) -> storage.ClientFactory
     return client
 
 
-def fetch_input(source: Location, workdir: Path, s3_client: storage.ClientFactory) -> Path:
-    """INPUT as a local file (an S3 object downloaded into ``workdir``): the ``fetch`` stage."""
-    return storage.fetch_input(source, workdir, s3_client)
+def fetch_input(
+    source: Location, workdir: Path, s3_client: storage.ClientFactory, max_size: int
+) -> Path:
+    """INPUT as a local file (an S3 object downloaded into ``workdir``), refused when larger
+    than ``max_size`` bytes: the ``fetch`` stage."""
+    return storage.fetch_input(source, workdir, s3_client, max_size)
 
 
 def decode_input(
@@ -69,11 +72,16 @@ class Early:
     waits only for what is left when the model is ready. Owns the run's work folder."""
 
     def __init__(
-        self, source: Location, s3_client: storage.ClientFactory, max_duration: float
+        self,
+        source: Location,
+        s3_client: storage.ClientFactory,
+        max_duration: float,
+        max_size: int,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="stemkube-")
         self.workdir = Path(self._tmp.name)
         self.source, self.s3_client, self.max_duration = source, s3_client, max_duration
+        self.max_size = max_size
         self.fetched, self.decoded = threading.Event(), threading.Event()
         self.local_input: Path | None = None
         self.audio: decode.Audio | None = None
@@ -101,7 +109,9 @@ class Early:
         # A batch member's thread names its member; else the process's job applies.
         with logs.job(self._job) if self._job else contextlib.nullcontext():
             try:
-                self.local_input = storage.fetch_input(self.source, self.workdir, self.s3_client)
+                self.local_input = storage.fetch_input(
+                    self.source, self.workdir, self.s3_client, self.max_size
+                )
                 self.fetched.set()
                 self.audio, self.seconds = decode_input(
                     self.local_input, self.workdir, DEMUCS_SAMPLERATE, self.max_duration, keep=True
@@ -140,4 +150,5 @@ def start_early(opts: Options, env: Mapping[str, str]) -> Early:
     setting or location is a usage error now, before any thread."""
     source = parse_location(opts.input)
     parse_location(opts.output)
-    return Early(source, s3_clients(env, opts.input, opts.output), opts.max_duration)
+    s3_client = s3_clients(env, opts.input, opts.output)
+    return Early(source, s3_client, opts.max_duration, opts.max_file_size)

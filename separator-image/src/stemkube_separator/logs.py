@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line on stderr, which cluster log collectors parse."""
 
 import contextlib
+import importlib
 import json
 import logging
 import sys
@@ -52,7 +53,28 @@ def setup(job: str | None, stream: TextIO | None = None, level: int = logging.IN
     # Chatty HTTP libraries would otherwise log every request at INFO/DEBUG.
     for name in ("urllib3", "kubernetes", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _own_library_handlers()
     logging.captureWarnings(True)
+
+
+# Libraries that give their logger a handler of their own when first imported, besides
+# propagating to the root: each of their lines would appear twice, once as plain text.
+_SELF_HANDLING = {"huggingface_hub": "huggingface_hub.utils.logging"}
+
+
+def _own_library_handlers() -> None:
+    """Make the root's JSON handler the only one of each such library (issue 19: every
+    huggingface_hub warning of a Job's log was printed twice). The library's module that adds
+    the handler is imported now (20 ms), so that it cannot add it later, when the model loads."""
+    for name, module in _SELF_HANDLING.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:  # not installed: nothing to adopt
+            continue
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 def thread_job() -> str | None:

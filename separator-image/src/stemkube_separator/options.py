@@ -18,6 +18,13 @@ from typing import Literal, NoReturn, cast
 
 from stemkube_contract import options as catalogue
 from stemkube_contract.batch import ITEM_FLAG, ITEM_METAVAR
+from stemkube_contract.limits import (
+    DEFAULT_MAX_DURATION,
+    MAX_DURATION_ENV,
+    MAX_FILE_SIZE_ENV,
+    max_file_size_from_env,
+    parse_size,
+)
 from stemkube_contract.models import DEFAULT_MODEL, Catalog
 
 Format = Literal["mp3", "wav", "flac"]
@@ -26,9 +33,10 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 PRECISIONS = cast(tuple[Precision, ...], catalogue.PRECISIONS)
 
-DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-MAX_DURATION_ENV = "STEMKUBE_MAX_DURATION"
+# The largest input accepted, in bytes: the API's MAX_FILE_SIZE, read the same way
+# (``stemkube_contract.limits``), so a SeparationJob made with kubectl meets the same limit.
+DEFAULT_MAX_FILE_SIZE = max_file_size_from_env({})
 TERMINATION_LOG_ENV = "STEMKUBE_TERMINATION_LOG"
 # LAME's -q (0 slowest and best ... 9 fastest): 5 keeps its psychoacoustic model and noise
 # shaping and encodes 25% faster than LAME's own default of 3 (bench/README.md); at a
@@ -77,6 +85,7 @@ class Options:
     progress_cr: tuple[str, str] | None = None  # (namespace, name)
     progress_file: str | None = None
     max_duration: float = DEFAULT_MAX_DURATION
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE  # bytes
     termination_log: str = DEFAULT_TERMINATION_LOG
     job_id: str | None = None
     items: tuple[Item, ...] = ()  # a batch's members, in order; () for a single run
@@ -99,6 +108,22 @@ def _positive_float(text: str) -> float:
     if not value > 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env_size(env: Mapping[str, str]) -> str:
+    """MAX_FILE_SIZE as the default of --max-file-size; a malformed value is refused by the
+    flag's own check, naming the variable."""
+    try:
+        return str(max_file_size_from_env(env))
+    except ValueError:
+        return env.get(MAX_FILE_SIZE_ENV, "")
 
 
 def _cr(text: str) -> tuple[str, str]:
@@ -170,6 +195,13 @@ def build_parser(env: Mapping[str, str], batch: bool = False) -> _Parser:
         type=_positive_float,
         default=env.get(MAX_DURATION_ENV, str(DEFAULT_MAX_DURATION)),
         help=f"longest input accepted, seconds (env {MAX_DURATION_ENV}; default 3600)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=_env_size(env),
+        metavar="SIZE",
+        help=f"largest input accepted, e.g. 500MB (env {MAX_FILE_SIZE_ENV}; default 500MB)",
     )
     parser.add_argument(
         "--termination-log",
@@ -283,6 +315,7 @@ def parse(
         progress_cr=ns.progress_cr,
         progress_file=ns.progress_file,
         max_duration=ns.max_duration,
+        max_file_size=ns.max_file_size,
         termination_log=ns.termination_log,
         job_id=job_id,
         items=items,

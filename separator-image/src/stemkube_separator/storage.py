@@ -18,6 +18,7 @@ import urllib3.exceptions
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from stemkube_contract.limits import format_size
 from stemkube_separator import logs
 from stemkube_separator.errors import InvalidInputError, TransientError, UsageError
 from stemkube_separator.locations import Location, S3Object
@@ -44,19 +45,73 @@ def storage_error(what: str, exc: BaseException) -> TransientError:
 _STORAGE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
 
 
-def fetch_input(location: Location, workdir: Path, s3: ClientFactory) -> Path:
+# An input object that is not there will not appear on a retry: the job named it wrong. (A
+# missing bucket stays transient: storage being set up, or a deployment's mistake.)
+_MISSING = ("NoSuchKey",)
+_CHUNK = 1 << 20  # download in 1 MiB reads
+
+
+def too_large(what: object, size: int, limit: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"the input {what} is {format_size(size)} ({size} bytes); the limit is "
+        f"{format_size(limit)} ({limit} bytes)"
+    )
+
+
+def fetch_input(location: Location, workdir: Path, s3: ClientFactory, max_size: int) -> Path:
+    """INPUT as a local file: an S3 object is downloaded into ``workdir``. Anything larger
+    than ``max_size`` bytes is refused before (the object's stated size) and while (what
+    actually arrives) it is downloaded: the scratch folder is a node's disk."""
     if isinstance(location, Path):
         if not location.exists():
             raise InvalidInputError(f"the input file {location} does not exist")
+        if location.is_file() and (size := location.stat().st_size) > max_size:
+            raise too_large(location, size, max_size)
         return location
     target = workdir / "input"
     try:
-        s3().fget_object(location.bucket, location.key, str(target))
+        client = s3()
+        stat = client.stat_object(location.bucket, location.key)
+        if stat.size is not None and stat.size > max_size:
+            raise too_large(location, stat.size, max_size)
+        _download(client, location, target, max_size)
     except ValueError as exc:  # the client's check of bucket and key names
         raise UsageError(f"input {location}: {exc}") from None
+    except S3Error as exc:
+        if exc.code in _MISSING:
+            raise InvalidInputError(
+                f"the input {location} does not exist (bucket {location.bucket!r}, "
+                f"key {location.key!r}: {exc.code})"
+            ) from None
+        raise storage_error(f"downloading {location}", exc) from exc
     except _STORAGE_ERRORS as exc:
         raise storage_error(f"downloading {location}", exc) from exc
     return target
+
+
+def _download(client: Minio, location: S3Object, target: Path, max_size: int) -> None:
+    """The object into ``target``, never more than ``max_size`` bytes of it: at most one
+    byte past the limit is asked for, so an object that grew since its stat (or a server
+    that misstated its size) is refused without filling the disk."""
+    response = client.get_object(location.bucket, location.key, length=max_size + 1)
+    try:
+        written = 0
+        with target.open("wb") as file:
+            for chunk in response.stream(_CHUNK):
+                written += len(chunk)
+                if written > max_size:  # more than its stat said: refused all the same
+                    raise InvalidInputError(
+                        f"the input {location} is larger than the limit of "
+                        f"{format_size(max_size)} ({max_size} bytes): more arrived than its "
+                        "stated size"
+                    )
+                file.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        response.close()
+        response.release_conn()
 
 
 class _Pipe:

@@ -24,6 +24,7 @@ from stemkube_api.local.records import JobTable
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
 from stemkube_api.local.worker_process import GRACE, WorkerProcess
+from stemkube_contract.limits import MAX_FILE_SIZE_ENV, max_file_size_from_env
 from stemkube_contract.progressfile import Progress, parse_progress
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,9 @@ class Workers:
 
     def _env(self, slot: int) -> dict[str, str]:
         env = dict(os.environ)
+        # The upload limit the API enforces, in bytes, stated to the separator (which refuses a
+        # larger input) rather than left to its own reading of the variable.
+        env[MAX_FILE_SIZE_ENV] = str(max_file_size_from_env(env))
         if self.settings.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.settings.gpus[slot % len(self.settings.gpus)]
         return env
