@@ -3,17 +3,20 @@ API keys required (``start_api(keyed=True)``: the harness's key, of tenant HARNE
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness.api import HARNESS_TENANT, ApiServer, mp3_song
+from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.procs import free_port
-from tests.harness.service import Service
+from tests.harness.service import LocalService, Service
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -225,3 +228,63 @@ def test_stemkube_with_api_keys(service: Service, tmp_path: Path) -> None:
 
     service.revoke_key("client-admin")
     wait_for(lambda: refused_as_unknown(admin), 30, "the revocation reaches the API")
+
+
+TITLE = "Beyoncé \u2013 Déjà Vu"  # an en dash
+
+
+def percents(lines: list[str], prefix: str) -> list[int]:
+    """The percentages of the progress lines that start with ``prefix``."""
+    return [
+        int(match.group(1))
+        for line in lines
+        if line.startswith(prefix) and (match := re.search(r" (\d+)%", line))
+    ]
+
+
+def test_stemkube_progress_in_a_log_and_a_download_into_a_new_folder(
+    local_service: LocalService, tmp_path: Path
+) -> None:
+    """Not on a terminal (captured, as in CI), each phase says how far it is in plain lines
+    whose numbers only grow: upload bytes, the job's progress, download bytes. ``-o DIR/``
+    makes the folder and keeps the server's name, the exact one (filename*)."""
+    api = local_service.start_api(keyed=True)
+    song = tmp_path / f"{TITLE}.wav"
+    song.write_bytes(sine_wav(4.0))  # 700 kB: the upload comes in a dozen reads
+    out = tmp_path / "new" / "stems"
+    result = stemkube(
+        "separate", str(song), f"--output={out}{os.sep}", "--poll-interval=0.2", api=api
+    )
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr
+    assert "\r" not in result.stderr
+    saved = out / f"{TITLE}_stems.zip"
+    assert result.stdout.strip() == str(saved)
+    assert len(zipfile.ZipFile(saved).namelist()) == 4
+
+    lines = result.stderr.splitlines()
+    uploaded = percents(lines, f"uploading {song.name}: ")
+    assert uploaded[0] == 0
+    assert uploaded[-1] == 100
+    assert len(uploaded) >= 5
+    assert uploaded == sorted(set(uploaded)), lines
+    [created] = [line for line in lines if line.endswith(" created")]
+    job_id = created.split()[1]
+    followed = percents(lines, f"job {job_id}: ")
+    assert followed == sorted(followed), lines
+    assert lines.count(f"job {job_id}: completed 100%") == 1
+    downloaded = percents(lines, f"downloading {saved.name}: ")
+    assert (downloaded[0], downloaded[-1]) == (0, 100)
+    assert downloaded == sorted(set(downloaded)), lines
+
+    # curl -O -J takes the plain filename: the song's name in ASCII, not "_stems.zip".
+    headers = {"Authorization": f"Bearer {api.key}"}
+    head = httpx.get(f"{api.url}/download/{job_id}", headers=headers, timeout=30)
+    assert 'filename="Beyonce - Deja Vu_stems.zip"' in head.headers["content-disposition"]
+
+    again = tmp_path / "again"
+    for output in (f"{again}/", str(again)):  # to be made; then one that exists
+        stem = stemkube("-q", "download", job_id, "--stem=vocals", f"--output={output}", api=api)
+        assert stem.returncode == 0, stem.stderr
+        assert stem.stdout.strip() == str(again / f"{TITLE}_vocals.mp3")
+    assert sorted(p.name for p in again.iterdir()) == [f"{TITLE}_vocals.mp3"]

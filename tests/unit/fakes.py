@@ -4,6 +4,7 @@ the routes (test_api_app.py) and of the upload receiver (test_api_upload.py)."""
 import dataclasses
 import datetime
 import io
+import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -85,8 +86,9 @@ class MemoryStore:
         data = self.objects.get(key)
         return None if data is None else ObjectInfo(key, len(data))
 
-    def presigned_url(self, key: str, expires: datetime.timedelta, download_name: str) -> str:
-        return f"https://s3.example/{key}?name={download_name}"
+    def presigned_url(self, key: str, expires: datetime.timedelta, disposition: str) -> str:
+        query = urllib.parse.urlencode({"response-content-disposition": disposition})
+        return f"https://s3.example/{key}?{query}"
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)

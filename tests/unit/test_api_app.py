@@ -3,6 +3,7 @@
 
 import dataclasses
 import io
+import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -294,6 +295,15 @@ def test_presigned_downloads_redirect(parts: tuple[TenantBackend, MemoryStore]) 
         response = client.get(f"/download/{job_id}", follow_redirects=False)
         assert response.status_code == 307
         assert response.headers["location"].startswith("https://s3.example/results/")
+        # The object store answers with the same Content-Disposition the API would send.
+        job_id = upload(client, name="日本の歌.wav").json()["job_id"]
+        backend.finish(job_id, store)
+        location = client.get(f"/download/{job_id}", follow_redirects=False).headers["location"]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+        assert query["response-content-disposition"] == [
+            f'attachment; filename="{job_id}_stems.zip"; '
+            f"filename*=UTF-8''{urllib.parse.quote('日本の歌_stems.zip', safe='')}"
+        ]
 
 
 @pytest.mark.parametrize(

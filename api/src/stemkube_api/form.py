@@ -2,6 +2,8 @@
 chunk by chunk, nothing spooled. (Starlette's form parser writes files to a temporary file
 before the endpoint runs; an upload here goes straight on to object storage.)"""
 
+import email.message
+import email.utils
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -56,6 +58,26 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
+def extended_filename(disposition: bytes) -> str | None:
+    """The RFC 5987 ``filename*`` of a part's Content-Disposition (``UTF-8''Beyonc%C3%A9.mp3``,
+    RFC 2231 continuations too), decoded; None where the part has none. RFC 7578 forbids the
+    form, but clients send it, some without a plain ``filename``: python-multipart skips it, so
+    such a part would read as an over-long field rather than the file it is."""
+    message = email.message.Message()
+    message["content-disposition"] = disposition.decode("latin-1")
+    # email decodes extended parameters to (charset, language, text) and plain ones to str
+    # (its stubs say str for both).
+    params: list[tuple[str, str | tuple[str, str, str]]] = message.get_params(
+        [], header="content-disposition"
+    )  # type: ignore[assignment]
+    for key, value in params:
+        if key.lower() == "filename" and isinstance(value, tuple):
+            return email.utils.collapse_rfc2231_value(
+                value, errors="replace", fallback_charset="utf-8"
+            )
+    return None
+
+
 class _Collector:
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -87,14 +109,22 @@ class _Collector:
         self._header_name, self._header_value = b"", b""
 
     def on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        disposition = self._headers.get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
         name = options.get(b"name")
         if name is None:
             raise FormError("a form part has no name in its Content-Disposition")
         self._field = name.decode("utf-8", "replace")
-        if b"filename" in options:
+        # The exact name, where a client sends both, is filename*'s (RFC 6266 section 4.3):
+        # the plain filename is then its ASCII stand-in.
+        extended = extended_filename(disposition) if b"filename*" in disposition.lower() else None
+        if extended is not None or b"filename" in options:
             self._is_file = True
-            filename = options[b"filename"].decode("utf-8", "replace")
+            filename = (
+                extended
+                if extended is not None
+                else options[b"filename"].decode("utf-8", "replace")
+            )
             content_type = self._headers.get(b"content-type", b"").decode("latin-1")
             self.events.append(FileStart(self._field, filename, content_type))
 

@@ -64,11 +64,9 @@ class ObjectStore(Protocol):
 
     def stat(self, key: str) -> ObjectInfo | None: ...
 
-    def presigned_url(
-        self, key: str, expires: datetime.timedelta, download_name: str
-    ) -> str | None:
-        """A URL that GETs the object without credentials, or None where there is no such
-        thing (local files)."""
+    def presigned_url(self, key: str, expires: datetime.timedelta, disposition: str) -> str | None:
+        """A URL that GETs the object without credentials, its answer's Content-Disposition
+        ``disposition``; or None where there is no such thing (local files)."""
         ...
 
     def delete(self, key: str) -> None:

@@ -76,16 +76,63 @@ def stem_download_name(filename: str, stem: str, fmt: str) -> str:
     return f"{_stem_of(filename)}_{stem}.{fmt}"
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+,=@\[\]-]")
+# Letters NFKD leaves whole (no combining mark to drop), spelled as ASCII writes them.
+_ASCII_LETTERS = str.maketrans(
+    {
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "þ": "th",
+        "Þ": "Th",
+        "ð": "d",
+        "Ð": "D",
+        "\u0131": "i",  # dotless i
+    }
+)
+# What stays as it is in the quoted ASCII name: no quote or backslash (they would need
+# escaping, which curl and browsers undo differently), no ';' or '%' (some clients split or
+# percent-decode the value), no control characters, no path separators.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+,=@\[\]'&!-]")
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII ``filename`` (what ``curl -O -J`` uses) and, when the name is
-    not plain ASCII, its exact UTF-8 form in ``filename*`` (RFC 6266) for browsers."""
-    folded = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    fallback = _UNSAFE.sub("_", folded).strip(" .") or "download"
-    header = f'attachment; filename="{fallback}"'
-    if fallback != filename:
+def ascii_filename(name: str) -> str:
+    """``name`` transliterated to ASCII for a header's plain ``filename``: accents dropped
+    (NFKD, combining marks removed), typographic dashes and quotes as ``-`` and ``'``, other
+    punctuation as ``_``, whitespace runs as one space. Characters with no ASCII form (CJK,
+    emoji) are left out; the result is empty when nothing of the name is left."""
+    out = []
+    for char in unicodedata.normalize("NFKD", name.translate(_ASCII_LETTERS)):
+        kind = unicodedata.category(char)
+        if char.isspace():
+            char = " "
+        elif kind == "Mn" or kind[0] == "C":
+            continue
+        elif kind == "Pd":
+            char = "-"
+        elif kind in ("Pi", "Pf"):
+            char = "'"
+        if char.isascii():
+            out.append(_UNSAFE.sub("_", char))
+    return re.sub(r" {2,}", " ", "".join(out)).strip(" .")
+
+
+def content_disposition(filename: str, fallback: str | None = None) -> str:
+    """``attachment`` with an ASCII ``filename`` (what ``curl -O -J`` saves as) and, when the
+    name is not plain ASCII, its exact UTF-8 form in ``filename*`` (RFC 6266, RFC 5987) for
+    browsers. The ASCII name is ``fallback`` when given (the caller knows when nothing of the
+    song's own name survives transliteration: it names the file after the job instead), else
+    ``filename`` transliterated."""
+    plain = ascii_filename(fallback if fallback is not None else filename) or "download"
+    header = f'attachment; filename="{plain}"'
+    if plain != filename:
         header += f"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
     return header
 

@@ -9,18 +9,23 @@ and nowhere else: never printed, never in a message.
 
 import argparse
 import email.message
+import email.utils
 import json
 import os
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import httpx
+from rich.console import Console
 
 from stemkube_client import __version__
+from stemkube_client.progress import PERCENT, Progress
+from stemkube_client.table import print_jobs
 from stemkube_contract import options as catalogue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
@@ -138,63 +143,6 @@ class Api:
         return self.request(method, path, what, **kwargs).json()
 
 
-class Progress:
-    """A progress line on a terminal; plain lines (only when something changes) elsewhere."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-        self._last: str | None = None
-
-    def start(self, description: str, total: float | None) -> None:
-        self.stop()
-        if self.quiet:
-            return
-        if self.tty:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                TaskProgressColumn,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-            from rich.progress import (
-                Progress as Bar,
-            )
-
-            columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
-            if description.startswith(("uploading", "downloading")):
-                columns += [DownloadColumn(), TransferSpeedColumn()]
-            else:
-                columns += [TaskProgressColumn()]
-            self._bar = Bar(*columns, transient=False)
-            self._bar.start()
-            self._task = self._bar.add_task(description, total=total)
-        else:
-            self.say(description)
-
-    def update(self, completed: float, description: str | None = None) -> None:
-        if self._bar is not None:
-            kwargs: dict[str, Any] = {"completed": completed}
-            if description:
-                kwargs["description"] = description
-            self._bar.update(self._task, **kwargs)
-        elif description and not self.quiet:
-            self.say(description)
-
-    def say(self, line: str) -> None:
-        if not self.quiet and line != self._last:
-            self._last = line
-            print(line, file=sys.stderr, flush=True)
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
 class _CountingFile:
     """A file httpx streams from (in chunks, never whole) that reports how far it got."""
 
@@ -221,14 +169,25 @@ class _CountingFile:
 
 
 def _filename_from(response: httpx.Response) -> str | None:
+    """The server's name for a download: the exact ``filename*`` (RFC 6266 puts it first; the
+    plain ``filename`` beside it is an ASCII stand-in), else ``filename``; only its last path
+    component, without control characters."""
     header = response.headers.get("content-disposition")
     if not header:
         return None
     message = email.message.Message()
     message["content-disposition"] = header
-    name = message.get_filename()
-    if not name:
+    # email decodes filename* to (charset, language, text), a plain filename to str (its stubs
+    # say str for both).
+    params: list[tuple[str, str | tuple[str, str, str]]] = message.get_params(
+        [], header="content-disposition"
+    )  # type: ignore[assignment]
+    names = [value for key, value in params if key.lower() == "filename"]
+    names.sort(key=lambda value: not isinstance(value, tuple))
+    if not names:
         return None
+    name = email.utils.collapse_rfc2231_value(names[0], errors="replace")
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
     name = re.split(r"[\\/]", name)[-1].strip()
     return name if name not in ("", ".", "..") else None
 
@@ -256,21 +215,18 @@ def upload(api: Api, path: Path, fields: dict[str, str], progress: Progress) -> 
 def follow(api: Api, job_id: str, progress: Progress, interval: float) -> dict[str, Any]:
     """Polls the job until it finishes; its last status. Past the key's rate limit it waits
     as the server's Retry-After says, and polls on: the job is made, its stems are to come."""
-    progress.start(f"job {job_id}: pending", 100)
-    percent = 0
+    progress.start(f"job {job_id}: pending", 100, PERCENT)
     try:
         while True:
             try:
                 status: dict[str, Any] = api.json("GET", f"/status/{job_id}", f"job {job_id}")
             except RateLimitedError as exc:
                 wait = max(exc.retry_after or 0, interval)
-                progress.update(
-                    percent, f"job {job_id}: HTTP 429: {exc.detail}; polling again in {wait:g} s"
-                )
+                progress.say(f"job {job_id}: HTTP 429: {exc.detail}; polling again in {wait:g} s")
                 time.sleep(wait)
                 continue
             word, percent = status["status"], int(status.get("progress") or 0)
-            progress.update(percent, f"job {job_id}: {word} {percent}%")
+            progress.update(percent, f"job {job_id}: {word}")
             if word in ("completed", "failed"):
                 return status
             time.sleep(interval)
@@ -278,8 +234,25 @@ def follow(api: Api, job_id: str, progress: Progress, interval: float) -> dict[s
         progress.stop()
 
 
+def save_path(output: str | None, name: str) -> Path:
+    """Where a download goes: ``output`` as given; in it under ``name`` (the server's) when it
+    is a folder: one that exists, or one written with a trailing separator, made here.
+    Without ``output``: ``name`` in the current folder."""
+    if not output:
+        return Path(name)
+    folder = Path(output)
+    separators = tuple(sep for sep in (os.sep, os.altsep, "/") if sep)
+    if output.endswith(separators):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(EXIT_USAGE, f"cannot make the folder {output}: {exc.strerror}") from None
+        return folder / name
+    return folder / name if folder.is_dir() else folder
+
+
 def download(
-    api: Api, job_id: str, output: Path | None, progress: Progress, path: str | None = None
+    api: Api, job_id: str, output: str | None, progress: Progress, path: str | None = None
 ) -> Path:
     url = path or f"/download/{job_id}"
     try:
@@ -289,17 +262,19 @@ def download(
             if response.status_code >= 400:
                 response.read()
                 api.check(response, f"download of job {job_id}")
-            target = output or Path(_filename_from(response) or f"{job_id}.zip")
-            if target.is_dir():
-                target = target / (_filename_from(response) or f"{job_id}.zip")
+            target = save_path(output, _filename_from(response) or f"{job_id}.zip")
             total = int(response.headers.get("content-length") or 0) or None
             partial = target.with_name(target.name + ".part")
             progress.start(f"downloading {target.name}", total)
             try:
-                with partial.open("wb") as out:
+                written = 0
+                with _create(partial) as out:
                     for chunk in response.iter_bytes(CHUNK):
                         out.write(chunk)
-                        progress.update(response.num_bytes_downloaded)
+                        written += len(chunk)
+                        # Bytes off the wire, as Content-Length counts them (compressed, if
+                        # so); a body that came whole (no wire to count) by what was written.
+                        progress.update(response.num_bytes_downloaded or written)
                 os.replace(partial, target)
             finally:
                 progress.stop()
@@ -307,6 +282,13 @@ def download(
     except httpx.TransportError as exc:
         api._fail(exc)
     return target
+
+
+def _create(path: Path) -> IO[bytes]:
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise CliError(EXIT_USAGE, f"cannot write {path}: {exc.strerror}") from None
 
 
 def _fields(args: argparse.Namespace) -> dict[str, str]:
@@ -325,13 +307,9 @@ def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     status = follow(api, job_id, progress, args.poll_interval)
     if status["status"] == "failed":
         raise CliError(EXIT_FAILED, f"job {job_id} failed: {status.get('error') or 'no reason'}")
-    target = download(api, job_id, Path(args.output) if args.output else None, progress)
+    target = download(api, job_id, args.output, progress)
     print(target)
     return EXIT_OK
-
-
-def _when(value: str | None) -> str:
-    return (value or "-").replace("T", " ").replace("+00:00", "Z")
 
 
 def cmd_status(api: Api, args: argparse.Namespace, progress: Progress) -> int:
@@ -382,22 +360,23 @@ def cmd_list(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(jobs, indent=2))
         return EXIT_OK
-    # Admin keys see each job's tenant (user keys: null, their own).
-    tenants = any(job.get("tenant") for job in jobs)
-    tenant_head = f"{'TENANT':16}  " if tenants else ""
-    print(f"{'JOB ID':36}  {'STATUS':10}  {'PROGRESS':>8}  {'CREATED':20}  {tenant_head}FILENAME")
-    for job in jobs:
-        tenant = f"{job.get('tenant') or '-':16}  " if tenants else ""
-        print(
-            f"{job['job_id']:36}  {job['status']:10}  {str(job['progress']) + '%':>8}  "
-            f"{_when(job['created_at']):20}  {tenant}{job['filename']}"
+    print_jobs(jobs, Console())
+    return EXIT_OK
+
+
+def cmd_wait(api: Api, args: argparse.Namespace, progress: Progress) -> int:
+    status = follow(api, args.job_id, progress, args.poll_interval)
+    if status["status"] == "failed":
+        raise CliError(
+            EXIT_FAILED, f"job {args.job_id} failed: {status.get('error') or 'no reason'}"
         )
+    print(f"job {args.job_id} {status['status']}")
     return EXIT_OK
 
 
 def cmd_download(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     path = f"/download/{args.job_id}" + (f"/{args.stem}" if args.stem else "")
-    target = download(api, args.job_id, Path(args.output) if args.output else None, progress, path)
+    target = download(api, args.job_id, args.output, progress, path)
     print(target)
     return EXIT_OK
 
@@ -459,6 +438,13 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, help="at most this many")
     listing.add_argument("--json", action="store_true", help="the API's JSON")
     listing.set_defaults(run=cmd_list)
+
+    wait = commands.add_parser("wait", help="follow a job until it is completed or failed")
+    wait.add_argument("job_id")
+    wait.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between status checks"
+    )
+    wait.set_defaults(run=cmd_wait)
 
     get = commands.add_parser("download", help="download a completed job's ZIP (or one stem)")
     get.add_argument("job_id")

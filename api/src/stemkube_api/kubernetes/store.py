@@ -15,7 +15,6 @@ from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
 from stemkube_api.interfaces import ObjectInfo, ObjectNotFoundError, TooLargeError, UnavailableError
-from stemkube_api.jobs import content_disposition
 from stemkube_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -203,16 +202,14 @@ class S3Store:
             raise UnavailableError(f"storage unreachable: {exc}") from exc
         return ObjectInfo(key, int(info.size or 0))
 
-    def presigned_url(
-        self, key: str, expires: datetime.timedelta, download_name: str
-    ) -> str | None:
+    def presigned_url(self, key: str, expires: datetime.timedelta, disposition: str) -> str | None:
         try:
             url: str = self._presigner.presigned_get_object(
                 self._bucket,
                 key,
                 expires=expires,
                 response_headers={
-                    "response-content-disposition": content_disposition(download_name),
+                    "response-content-disposition": disposition,
                     "response-content-type": "application/zip",
                 },
             )

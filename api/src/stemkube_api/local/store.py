@@ -122,9 +122,7 @@ class LocalStore:
         except OSError as exc:
             raise UnavailableError(f"cannot read {key}: {exc}") from exc
 
-    def presigned_url(
-        self, key: str, expires: datetime.timedelta, download_name: str
-    ) -> str | None:
+    def presigned_url(self, key: str, expires: datetime.timedelta, disposition: str) -> str | None:
         return None  # local files have no URL of their own: the API streams them
 
     def delete(self, key: str) -> None:

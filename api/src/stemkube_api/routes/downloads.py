@@ -1,6 +1,7 @@
 """A completed job's result: the stems ZIP, or one stem read out of it."""
 
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -15,6 +16,7 @@ from stemkube_api.jobs import (
     FAILED,
     STEM_MEDIA_TYPES,
     JobRecord,
+    ascii_filename,
     content_disposition,
     stem_download_name,
     zip_download_name,
@@ -40,6 +42,18 @@ REDIRECT: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)])
 
 
+def disposition(record: JobRecord, name_of: Callable[[str], str]) -> str:
+    """The Content-Disposition of a download named ``name_of(<song's file name>)``. Its ASCII
+    ``filename`` is the song's name transliterated, or the job's id where nothing of the name
+    has an ASCII form (a CJK title): ``<job id>_stems.zip`` says more than ``_stems.zip``."""
+    stem, dot, _ = record.filename.rpartition(".")
+    title = ascii_filename(stem if dot and stem else record.filename)
+    if not any(char.isalnum() for char in title):
+        title = record.job_id
+    # name_of drops the song's extension: a bare "." keeps a title's own dots.
+    return content_disposition(name_of(record.filename), name_of(f"{title}."))
+
+
 def finished(record: JobRecord) -> None:
     """Nothing, for a completed job; else a 409 that says its status or why it failed."""
     if record.status == FAILED:
@@ -62,10 +76,12 @@ async def download(job_id: str, services: ServicesDep, caller: CallerDep) -> Any
     settings, store = services.settings, services.store
     record = await services.find(job_id, caller)
     finished(record)
-    name = zip_download_name(record.filename)
     if settings.presigned_downloads:
         url = await run_in_threadpool(
-            store.presigned_url, record.result_key, settings.presign_expiry, name
+            store.presigned_url,
+            record.result_key,
+            settings.presign_expiry,
+            disposition(record, zip_download_name),
         )
         if url:
             return RedirectResponse(url, status_code=307)
@@ -77,7 +93,7 @@ async def download(job_id: str, services: ServicesDep, caller: CallerDep) -> Any
         iter(reader),
         media_type="application/zip",
         headers={
-            "Content-Disposition": content_disposition(name),
+            "Content-Disposition": disposition(record, zip_download_name),
             "Content-Length": str(reader.size),
         },
     )
@@ -114,8 +130,8 @@ async def download_stem(job_id: str, stem: str, services: ServicesDep, caller: C
         chunks,
         media_type=STEM_MEDIA_TYPES.get(record.format, "application/octet-stream"),
         headers={
-            "Content-Disposition": content_disposition(
-                stem_download_name(record.filename, stem, record.format)
+            "Content-Disposition": disposition(
+                record, lambda song: stem_download_name(song, stem, record.format)
             ),
             "Content-Length": str(size),
         },
