@@ -7,13 +7,16 @@ separates a song from the tier's MinIO into a stems ZIP there, with a model repo
 cache volume would be.
 
 The separator is built with the base's own Python (``PYTHON=base``) instead of the CUDA
-image and python-build-standalone; the local-mode image shares its Dockerfile's layout and
-the separator's 4 GB of torch, so it is not built a second time here."""
+image and python-build-standalone; the local-mode image's Dockerfile begins word for word
+as the separator's, so its build reuses the separator's 4 GB of torch, and it runs here through
+docker-compose as the README's "With Docker" says."""
 
 import base64
 import io
 import json
+import os
 import subprocess
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -30,9 +33,11 @@ from kubernetes import client
 from stemkube_contract.resource import GROUP, PLURAL, TENANT_LABEL, VERSION
 from stemkube_separator.exitcodes import INVALID_INPUT
 from tests.e2e.conftest import (
+    BASE,
     BUILT,
     E2E_KEY_NAME,
     E2E_TENANT,
+    TAG,
     docker,
     image_readable_model_repo,
 )
@@ -40,6 +45,7 @@ from tests.harness.api import mp3_song
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.procs import free_port
+from tests.harness.tools import REPO_ROOT
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -223,3 +229,126 @@ def test_the_separator_image_separates_from_and_to_minio(
     assert failed.returncode == INVALID_INPUT, failed.stderr[-3000:]
     assert "audio" in (tmp_path / "termination-log").read_text()
     assert [o.object_name for o in s3.list_objects(bucket, "results/bad")] == []
+
+
+def _compose_command() -> list[str] | None:
+    """``docker compose`` (v2) where the plugin is installed, else ``docker-compose`` (v1.29,
+    Debian's, what .ci/run installs); None without either."""
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if v2.returncode == 0:
+        return ["docker", "compose"]
+    v1 = subprocess.run(["docker-compose", "version"], capture_output=True, check=False)
+    return ["docker-compose"] if v1.returncode == 0 else None
+
+
+def _status(url: str, key: str, job_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{url}/status/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.timeout(1500)
+def test_docker_compose_runs_local_mode_as_the_readme_says(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    """docker-compose.yml as README.md's "With Docker" runs it, on the Debian base without
+    weights (a model folder mounted, as the README's override file does): the local image shares
+    the separator image's layers (torch), so it builds in seconds after ``images``. Without a
+    key it refuses to start and names ``keys create``; the first key, made with ``compose run``,
+    lets it start; the curl flow gives the 4 stems; ``compose stop`` while a job separates is
+    clean and the job runs again on ``compose start``."""
+    compose = _compose_command()
+    if compose is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    image_readable_model_repo(tmp_path / "models")
+    override = tmp_path / "override.yml"
+    override.write_text(
+        "services:\n  stemkube:\n"
+        f'    volumes: ["{tmp_path / "models"}:/models:ro"]\n'
+        "    environment: {STEMKUBE_MODEL_REPO: /models}\n"
+    )
+    port = free_port()
+    project = f"stemkube-e2e-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "BASE_IMAGE": BASE, "PYTHON": "base", "MODELS": "",
+        "IMAGE_TAG": TAG, "STEMKUBE_PORT": str(port),
+    }  # fmt: skip
+    base = [
+        *compose, "-p", project,
+        "-f", str(REPO_ROOT / "docker-compose.yml"), "-f", str(override),
+    ]  # fmt: skip
+
+    def run_compose(*args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [*base, *args], capture_output=True, text=True, timeout=timeout, env=env,
+            cwd=REPO_ROOT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (
+            f"compose {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+        return done.stdout
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        run_compose("build", timeout=900)
+        run_compose("up", "-d")
+        wait_for(
+            lambda: "keys create --local --data-dir /data" in run_compose("logs", "--no-color"),
+            120, "the service refuses to start without a key", interval=2,
+        )  # fmt: skip
+        key = run_compose(
+            "run", "--rm", "-T", "stemkube", "keys", "create", "--local", "--data-dir", "/data",
+            "--name", "me", "--tenant", "home", "--role", "admin",
+        ).strip()  # fmt: skip
+        assert key.startswith("stk_"), "keys create printed something else than a key"
+        # Docker's restart policy starts it again: now with a key.
+        ready = wait_for(lambda: _ready(url), 180, "the compose service is ready")
+        assert ready["checks"]["keys"] == "ok"
+        owner = run_compose("exec", "-T", "stemkube", "stat", "-c", "%u", "/data").strip()
+        assert owner == "10001"  # the volume, made from the image's /data
+
+        song = mp3_song(20.0)
+        refused = httpx.post(f"{url}/upload", files={"file": ("song.mp3", song)}, timeout=30)
+        assert refused.status_code == 401, refused.text
+        auth = {"Authorization": f"Bearer {key}"}
+        response = httpx.post(
+            f"{url}/upload", files={"file": ("song.mp3", song)}, headers=auth, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+        wait_for(
+            lambda: _status(url, key, job_id)["status"] == "processing", 60, "the job separates"
+        )
+        started = time.monotonic()
+        run_compose("stop", timeout=120)
+        assert time.monotonic() - started < 40, "the stop waited for Docker's SIGKILL"
+        assert "stopped with the service; it runs again on start" in run_compose(
+            "logs", "--no-color"
+        )
+        run_compose("start")
+        wait_for(lambda: _ready(url), 180, "the compose service is ready again")
+
+        def finished() -> dict[str, Any] | None:
+            status = _status(url, key, job_id)
+            return status if status["status"] in ("completed", "failed") else None
+
+        done = wait_for(finished, 300, "the job runs again and completes", interval=1)
+        assert done["status"] == "completed", done
+        zipped = httpx.get(f"{url}/download/{job_id}", headers=auth, timeout=60)
+        assert zipped.status_code == 200, zipped.text
+        archive = zipfile.ZipFile(io.BytesIO(zipped.content))
+        assert sorted(archive.namelist()) == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+    finally:
+        logs = subprocess.run(
+            [*base, "logs", "--no-color"], capture_output=True, text=True, env=env,
+            cwd=REPO_ROOT, check=False,
+        )  # fmt: skip
+        print(logs.stdout[-3000:], logs.stderr[-2000:])
+        subprocess.run(
+            [*base, "down", "-v", "--rmi", "all"], capture_output=True, env=env, cwd=REPO_ROOT,
+            timeout=120, check=False,
+        )  # fmt: skip

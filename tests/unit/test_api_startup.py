@@ -24,6 +24,14 @@ def test_the_ready_line_names_the_url_the_model_the_weights_the_data_and_the_ttl
     assert "kept 1h0m" in mine
 
 
+def test_with_keys_required_the_curl_line_sends_one() -> None:
+    lines = ready_lines("http://localhost:8000", Launch("local mode", keys_required=True), None)
+    assert lines[1][1] == (
+        'try it: curl -H "Authorization: Bearer $STEMKUBE_API_KEY" -F file=@song.mp3 '
+        "http://localhost:8000/upload"
+    )
+
+
 def test_without_weights_it_says_why_it_cannot_separate() -> None:
     lines = ready_lines("http://localhost:8000", Launch("local mode"), "no weights; --model-repo")
     assert [level for level, _ in lines] == [logging.WARNING, logging.WARNING]

@@ -34,13 +34,17 @@ def test_compose_runs_local_mode_on_port_8000_with_a_data_volume() -> None:
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
     [service] = compose["services"].values()
-    assert service["ports"] == ["8000:8000"]
+    # This machine's loopback only, unless a user publishes it wider on purpose.
+    assert service["ports"] == ["127.0.0.1:${STEMKUBE_PORT:-8000}:8000"]
+    assert service["init"] is True  # SIGTERM reaches stemkube-api, which stops its separations
     assert "stemkube-data:/data" in service["volumes"]
     assert "stemkube-data" in compose["volumes"]
     dockerfile = REPO_ROOT / service["build"]["context"] / service["build"]["dockerfile"]
     assert dockerfile.is_file()
     local = dockerfile.read_text()
-    assert 'ENTRYPOINT ["stemkube-api", "--local", "--host=0.0.0.0", "--port=8000"]' in local
+    # The entrypoint is the program, so `docker compose run stemkube keys create ...` works.
+    assert 'ENTRYPOINT ["stemkube-api"]' in local
+    assert 'CMD ["--local", "--host=0.0.0.0", "--port=8000"]' in local
     assert "STEMKUBE_DATA_DIR=/data" in local
     # The GPU reservation is shown, commented in.
     assert "#           capabilities: [gpu]" in text

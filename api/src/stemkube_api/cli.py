@@ -299,7 +299,8 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI
     api_settings = replace(
         load_settings(env), presigned_downloads=False, models=settings.models, auth=mode
     )
-    logging.getLogger(__name__).info(
+    logging.getLogger(__name__).log(
+        logging.WARNING if mode == "off" else logging.INFO,
         "API keys: %s",
         {
             "off": "off (--no-auth, STEMKUBE_AUTH=off): anyone who reaches the port may use it",
@@ -317,7 +318,9 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI
         settings.ttl.total_seconds(),
         settings.workers,
     )
-    return app, Launch(summary, lambda: backend.model_problem(default))
+    return app, Launch(
+        summary, lambda: backend.model_problem(default), keys_required=mode == "required"
+    )
 
 
 def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI, Launch]:
@@ -350,7 +353,7 @@ def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Fa
         f"Kubernetes mode, SeparationJobs in namespace {settings.namespace}, "
         f"objects in bucket {settings.bucket}"
     )
-    return app, Launch(summary)
+    return app, Launch(summary, keys_required=settings.auth != "off")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ class Launch:
 
     summary: str
     problem: Callable[[], str | None] = lambda: None
+    keys_required: bool = False  # the curl line to try then sends one
 
 
 def base_url(host: str, port: int) -> str:
@@ -52,6 +53,7 @@ def local_summary(
 
 def ready_lines(url: str, launch: Launch, problem: str | None) -> list[tuple[int, str]]:
     """(level, message) lines once the port is open."""
+    key = '-H "Authorization: Bearer $STEMKUBE_API_KEY" ' if launch.keys_required else ""
     if problem:
         return [
             (logging.WARNING, f"stemkube is up on {url} ({launch.summary})"),
@@ -59,7 +61,7 @@ def ready_lines(url: str, launch: Launch, problem: str | None) -> list[tuple[int
         ]
     return [
         (logging.INFO, f"stemkube is ready on {url} ({launch.summary})"),
-        (logging.INFO, f"try it: curl -F file=@song.mp3 {url}/upload"),
+        (logging.INFO, f"try it: curl {key}-F file=@song.mp3 {url}/upload"),
     ]
 
 
