@@ -12,6 +12,7 @@ from typing import Any, cast
 import kopf
 
 from stemkube_contract.batch import MEMBERS_ANNOTATION, decode_members
+from stemkube_contract.timefmt import parse_time
 from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
 from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
 from stemkube_operator.status import TERMINAL
@@ -73,7 +74,8 @@ def separation_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[tuple[str, str
     cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     phase = cr["status"].get("phase")
     if phase:
-        _runtime(memo).phases.observe(body.metadata["uid"], phase)
+        created = parse_time(body.metadata.get("creationTimestamp"))
+        _runtime(memo).phases.observe(body.metadata["uid"], phase, created)
     return {(body.metadata["namespace"], body.metadata["name"]): cr}
 
 

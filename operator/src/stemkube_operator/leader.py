@@ -9,6 +9,8 @@ import threading
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from stemkube_operator import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,7 @@ class LeaderElector:
         self._thread.join(timeout=self.renew_seconds + 5)
         if self.leading.is_set():
             self._release()
+        metrics.LEADING.set(0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -53,9 +56,11 @@ class LeaderElector:
             if held and not self.leading.is_set():
                 log.info("leader election: %s leads", self.identity)
                 self.leading.set()
+                metrics.LEADING.set(1)
             elif not held and self.leading.is_set():
                 # Another replica may already act: stop at once rather than act twice.
                 log.error("leader election: %s lost the lease", self.identity)
+                metrics.LEADING.set(0)
                 self.lost.set()
                 return
             self._stop.wait(self.renew_seconds)

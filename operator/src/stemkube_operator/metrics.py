@@ -1,9 +1,16 @@
-"""Prometheus metrics of the operator."""
+"""Prometheus metrics of the operator: what an operations team watches (the chart's Grafana
+dashboard and alert rules name only these, and a test checks they do)."""
+
+import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
 # Separations take seconds to hours: buckets from 1 s to 4 h.
 _BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+# Creation to Job: milliseconds with a free slot, the queue's wait without one.
+_FAST_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600)
+# Seconds of processing per second of audio: 0.02 on a fast GPU, about 1 on a CPU.
+_RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 
 JOBS = Gauge("stemkube_separation_jobs", "SeparationJobs by phase", ["phase"])
 QUEUED_SECONDS = Histogram(
@@ -16,7 +23,38 @@ RUNNING_SECONDS = Histogram(
     "From a separation starting to run to its end, success or failure",
     buckets=_BUCKETS,
 )
-FAILURES = Counter("stemkube_separation_failures_total", "Failed separations by reason", ["reason"])
+FAILURES = Counter(
+    "stemkube_separation_failures_total",
+    "Failed separations by reason and model",
+    ["reason", "model"],
+)
+COMPLETION_SECONDS = Histogram(
+    "stemkube_separation_completion_seconds",
+    "From a SeparationJob's creation to its Completed phase, by model",
+    ["model"],
+    buckets=_BUCKETS,
+)
+JOB_CREATION_SECONDS = Histogram(
+    "stemkube_separation_job_creation_seconds",
+    "From a SeparationJob's creation to the creation of the Job that runs it (its queue wait)",
+    buckets=_FAST_BUCKETS,
+)
+AUDIO_SECONDS = Counter(
+    "stemkube_audio_processed_seconds_total",
+    "Seconds of audio of the completed separations, by model (status.audioSeconds)",
+    ["model"],
+)
+REALTIME_FACTOR = Histogram(
+    "stemkube_separation_processing_seconds_per_audio_second",
+    "A completed separation's running time over its song's length, by model",
+    ["model"],
+    buckets=_RATIO_BUCKETS,
+)
+OLDEST_PENDING = Gauge(
+    "stemkube_queue_oldest_pending_created_timestamp_seconds",
+    "Creation time (Unix seconds) of the oldest Pending SeparationJob; 0 when none waits",
+)
+LEADING = Gauge("stemkube_operator_leading", "1 while this replica leads (acts), else 0")
 JOBS_CREATED = Counter("stemkube_jobs_created_total", "batch/v1 Jobs created for separations")
 BATCH_SIZE = Histogram(
     "stemkube_job_separations",
@@ -30,16 +68,23 @@ class PhaseCounts:
 
     def __init__(self) -> None:
         self._phases: dict[str, str] = {}
+        self._pending_since: dict[str, float] = {}  # uid -> creation, Unix seconds
 
-    def observe(self, uid: str, phase: str) -> None:
+    def observe(self, uid: str, phase: str, created: datetime.datetime | None = None) -> None:
         self._phases[uid] = phase
+        if phase == "Pending" and created is not None:
+            self._pending_since[uid] = created.timestamp()
+        else:
+            self._pending_since.pop(uid, None)
         self._publish()
 
     def forget(self, uid: str) -> None:
         self._phases.pop(uid, None)
+        self._pending_since.pop(uid, None)
         self._publish()
 
     def _publish(self) -> None:
+        OLDEST_PENDING.set(min(self._pending_since.values(), default=0))
         counts: dict[str, int] = dict.fromkeys(("Pending", "Running", "Completed", "Failed"), 0)
         for phase in list(self._phases.values()):
             counts[phase] = counts.get(phase, 0) + 1

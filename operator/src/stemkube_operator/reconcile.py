@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import batch, exitcodes
+from stemkube_contract import batch, exitcodes, usage
+from stemkube_contract import options as catalogue
 from stemkube_operator import ledger, metrics
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
@@ -122,6 +123,12 @@ def _admit(
         if uid not in rt.admitted:
             metrics.JOBS_CREATED.inc()
             metrics.BATCH_SIZE.observe(len(members))
+            now = datetime.datetime.now(datetime.UTC)
+            for member in members:
+                created = parse_time(member["metadata"].get("creationTimestamp"))
+                if created:
+                    waited = max(0.0, (now - created).total_seconds())
+                    metrics.JOB_CREATION_SECONDS.observe(waited)
         for member in members:
             rt.admitted[member["metadata"]["uid"]] = name
         if len(members) > 1:
@@ -186,10 +193,10 @@ def reconcile(
         return
     rt.kube.patch_status(namespace, name, delta)
     new_phase: str = patch["phase"]
-    rt.phases.observe(uid, new_phase)
+    rt.phases.observe(uid, new_phase, parse_time(cr["metadata"].get("creationTimestamp")))
     if new_phase in TERMINAL:
         rt.admitted.pop(uid, None)
-    _observe_transition(cr, old, patch, now)
+    _observe_transition(cr, old, patch, now, _model(rt, cr))
     if (old.get("phase"), old.get("reason")) != (patch.get("phase"), patch.get("reason")):
         kind = "Warning" if new_phase == FAILED or patch["reason"] in WARNING_REASONS else "Normal"
         post_event(cr, kind, patch["reason"], f"{new_phase}: {patch['message']}")
@@ -208,8 +215,21 @@ def _pods_label(job: dict[str, Any]) -> str:
     return str((job["metadata"].get("labels") or {}).get(UID_LABEL, ""))
 
 
+def _model(rt: Runtime, cr: dict[str, Any]) -> str:
+    """The model a SeparationJob runs (its own, or the deployment's default) as a metric label:
+    one the deployment serves, else "other" (a spec may name anything: the label's values
+    stay bounded)."""
+    options = catalogue.effective(catalogue.from_spec(cr.get("spec") or {}), rt.config.models)
+    model = str(options.get("model") or "")
+    return model if model in rt.config.models.names else "other"
+
+
 def _observe_transition(
-    cr: dict[str, Any], old: dict[str, Any], patch: dict[str, Any], now: datetime.datetime
+    cr: dict[str, Any],
+    old: dict[str, Any],
+    patch: dict[str, Any],
+    now: datetime.datetime,
+    model: str = "unknown",
 ) -> None:
     before, after = old.get("phase"), patch.get("phase")
     if before == after:
@@ -224,7 +244,17 @@ def _observe_transition(
         if started:
             metrics.RUNNING_SECONDS.observe(max(0.0, (now - started).total_seconds()))
         if after == FAILED:
-            metrics.FAILURES.labels(reason=patch.get("reason", "Unknown")).inc()
+            metrics.FAILURES.labels(reason=patch.get("reason", "Unknown"), model=model).inc()
+        if after == COMPLETED and created:
+            metrics.COMPLETION_SECONDS.labels(model=model).observe(
+                max(0.0, (now - created).total_seconds())
+            )
+            audio = usage.audio_seconds_of(cr.get("status"))
+            if audio > 0:
+                metrics.AUDIO_SECONDS.labels(model=model).inc(audio)
+                if started:
+                    running = max(0.0, (now - started).total_seconds())
+                    metrics.REALTIME_FACTOR.labels(model=model).observe(running / audio)
 
 
 def expire(rt: Runtime, cr: dict[str, Any], now: datetime.datetime) -> bool:
