@@ -128,6 +128,22 @@ def test_running_leaves_progress_to_the_separator() -> None:
     assert status["startTime"] == "2026-11-24T11:59:30Z"
 
 
+def test_a_pod_that_succeeded_before_its_job_completes_is_not_a_failed_attempt() -> None:
+    """The Job controller marks the Job Complete a moment after its pod exits 0: in between,
+    the separation is finishing, not "attempt failed (no message); retrying"."""
+    done = pod("Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    status = desired_status(
+        cr({"phase": "Running"}), Observed(job(active=0, succeeded=1), [done]), NOW
+    )
+    assert (status["phase"], status["reason"]) == ("Running", "Finishing")
+    assert "failed" not in status["message"]
+    retried = desired_status(
+        cr({"phase": "Running"}), Observed(job(active=0, failed=1), [failed_pod(75, "hub")]), NOW
+    )
+    assert (retried["phase"], retried["reason"]) == ("Running", "Retrying")
+    assert retried["message"] == "attempt failed (hub); retrying"
+
+
 def test_completed_reports_the_result() -> None:
     done = job(condition("Complete"), succeeded=1, completionTime="2026-11-24T12:01:10Z")
     status = desired_status(

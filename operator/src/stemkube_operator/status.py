@@ -200,7 +200,11 @@ def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, 
     if phase == "Pending":
         reason, message = _pending_reason(pod)
         return PENDING, reason, message
-    # The newest pod ended but the Job has not concluded: the Job controller is about to retry.
+    if phase == "Succeeded":
+        # It exited 0 and the Job controller has not marked the Job Complete yet (it lags by
+        # a moment): not a failed attempt.
+        return RUNNING, "Finishing", "the separation ended; waiting for its Job to complete"
+    # The newest pod failed but the Job has not concluded: the Job controller is about to retry.
     said = _one_line((_terminated(pod) or {}).get("message", ""))
     return RUNNING, "Retrying", f"attempt failed ({said or 'no message'}); retrying"
 
