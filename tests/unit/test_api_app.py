@@ -78,6 +78,7 @@ def test_health(client: TestClient) -> None:
     assert body["service"] == "stemkube"
     assert body["status"] == "ok"
     assert body["version"]
+    assert body["ui"] == "/ui/"  # a link to the web page
     assert client.get("/healthz").json() == {"status": "alive"}
 
 

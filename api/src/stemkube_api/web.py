@@ -19,6 +19,14 @@ HEADERS = {
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # HTML pages (the interactive docs) load their own scripts and styles: only framing is barred.
 PAGE_CSP = "frame-ancestors 'none'"
+# The web page for people (/ui/): its own scripts and styles only (no inline ones), audio decoded
+# from fetched stems (blob:), requests to this origin only.
+UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+UI_PREFIX = "/ui/"
 EXPOSED = ["Retry-After", "Content-Disposition", "Content-Length", "Accept-Ranges"]
 
 
@@ -38,12 +46,18 @@ class SecurityHeaders:
                 for name, value in HEADERS.items():
                     headers.setdefault(name, value)
                 html = headers.get("content-type", "").startswith("text/html")
-                headers.setdefault("content-security-policy", PAGE_CSP if html else API_CSP)
+                headers.setdefault("content-security-policy", _csp(scope, html))
                 if self.https_only:
                     headers.setdefault("strict-transport-security", "max-age=31536000")
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+def _csp(scope: Scope, html: bool) -> str:
+    if not html:
+        return API_CSP
+    return UI_CSP if str(scope.get("path", "")).startswith(UI_PREFIX) else PAGE_CSP
 
 
 # The request's target and headers, each: past them a 414 or 431 before any route runs (the
