@@ -189,10 +189,18 @@ def test_separation_job_completes_with_stems_in_storage(
     )
     assert reasons[-1] == "Completed"
     assert "Running" in reasons
+    # Each transition once (its Job's and its pod's events sync it at once); a pod that exited
+    # 0 is not a failed attempt.
+    assert all(a != b for a, b in itertools.pairwise(reasons)), reasons
+    assert "Retrying" not in reasons
     code, metrics = operator.get("/metrics")
     assert code == 200
     assert 'stemkube_separation_jobs{phase="Completed"} 1.0' in metrics
     assert "stemkube_jobs_created_total 1.0" in metrics
+    assert 'stemkube_separation_completion_seconds_count{model="htdemucs"} 1.0' in metrics
+    assert 'stemkube_audio_processed_seconds_total{model="htdemucs"}' in metrics
+    assert "stemkube_separation_job_creation_seconds_count 1.0" in metrics
+    assert "stemkube_operator_leading 1.0" in metrics
 
 
 def test_invalid_audio_fails_at_once_with_the_separators_message(
@@ -224,25 +232,37 @@ def test_transient_failure_is_retried_then_succeeds(
     bucket: str,
     start_operator: OperatorFactory,
 ) -> None:
-    """The input is not in storage yet when the first attempt runs: a storage error, retried."""
+    """The input's bucket does not exist yet when the first attempt runs (storage still being
+    set up): a transient storage error, retried. (A missing object in a bucket that exists is
+    bad input, never retried: tests/integration/test_separator_errors.py.)"""
     namespace, s3 = stemkube_namespace, minio_server.client()
+    late_bucket = f"{bucket}-late"
     start_operator()
-    created = create(cluster, namespace, "late", bucket)
+    created = create(cluster, namespace, "late", late_bucket)
     uid = created["metadata"]["uid"]
 
     def first_attempt_failed() -> bool:
         pods = pods_of(cluster, namespace, uid)
         return any(p.status.phase == "Failed" for p in pods)
 
-    wait_for(first_attempt_failed, 90, "first attempt fails")
-    failed = next(p for p in pods_of(cluster, namespace, uid) if p.status.phase == "Failed")
-    assert failed.status.container_statuses[0].state.terminated.exit_code == 75
-    upload(s3, bucket, "inputs/late/song.wav", sine_wav(1.0))
+    try:
+        wait_for(first_attempt_failed, 90, "first attempt fails")
+        failed = next(p for p in pods_of(cluster, namespace, uid) if p.status.phase == "Failed")
+        assert failed.status.container_statuses[0].state.terminated.exit_code == 75
+        s3.make_bucket(late_bucket)
+        upload(s3, late_bucket, "inputs/late/song.wav", sine_wav(1.0))
 
-    status = wait_phase(cluster, namespace, "late", ("Completed", "Failed"), timeout=180)["status"]
-    assert status["phase"] == "Completed", status
-    [job] = jobs_of(cluster, namespace, uid)
-    assert status["attempts"] >= 2, (status, job.status)
+        status = wait_phase(cluster, namespace, "late", ("Completed", "Failed"), timeout=180)
+        assert status["status"]["phase"] == "Completed", status["status"]
+        [job] = jobs_of(cluster, namespace, uid)
+        assert status["status"]["attempts"] >= 2, (status["status"], job.status)
+    finally:
+        client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "late"
+        )
+        if s3.bucket_exists(late_bucket):
+            wait_for(lambda: not list(s3.list_objects(late_bucket, recursive=True)), 30, "cleanup")
+            s3.remove_bucket(late_bucket)
 
 
 def test_deleting_a_running_job_cancels_it_and_removes_its_files(

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from stemkube_operator import (
     expiry,
     handlers,  # noqa: F401 - registers the Kopf handlers
+    metrics,
 )
 from stemkube_operator.config import ConfigError, load_config
 from stemkube_operator.health import serve
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         threading.Thread(target=stop_when_lost, name="leadership", daemon=True).start()
 
+    else:
+        metrics.LEADING.set(1)  # no election: this one replica acts
     expiry.start(runtime, namespaces, stop)
     kopf.run(
         clusterwide=not namespaces,

@@ -53,6 +53,19 @@ class Runtime:
     # uid -> Job name, for the Jobs this process created whose SeparationJobs' status may not
     # say so yet.
     admitted: dict[str, str] = field(default_factory=dict)
+    # uid -> the (phase, reason) last announced (event, log line, metrics): two syncs of one
+    # SeparationJob at once (its Job's event and its pod's) both see the old status, and only
+    # the first may announce the change.
+    announced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    announcing: threading.Lock = field(default_factory=threading.Lock)
+
+
+def first_to_announce(rt: Runtime, uid: str, phase: str, reason: str) -> bool:
+    with rt.announcing:
+        if rt.announced.get(uid) == (phase, reason):
+            return False
+        rt.announced[uid] = (phase, reason)
+        return True
 
 
 # (uid) -> the batch Job that names it as a member, if any (the operator's index of Jobs).
@@ -196,18 +209,20 @@ def reconcile(
     rt.phases.observe(uid, new_phase, parse_time(cr["metadata"].get("creationTimestamp")))
     if new_phase in TERMINAL:
         rt.admitted.pop(uid, None)
+    changed = (old.get("phase"), old.get("reason")) != (patch.get("phase"), patch.get("reason"))
+    if not changed or not first_to_announce(rt, uid, new_phase, patch["reason"]):
+        return
     _observe_transition(cr, old, patch, now, _model(rt, cr))
-    if (old.get("phase"), old.get("reason")) != (patch.get("phase"), patch.get("reason")):
-        kind = "Warning" if new_phase == FAILED or patch["reason"] in WARNING_REASONS else "Normal"
-        post_event(cr, kind, patch["reason"], f"{new_phase}: {patch['message']}")
-        log.info(
-            "separation job %s/%s is %s (%s): %s",
-            namespace,
-            name,
-            new_phase,
-            patch["reason"],
-            patch["message"],
-        )
+    kind = "Warning" if new_phase == FAILED or patch["reason"] in WARNING_REASONS else "Normal"
+    post_event(cr, kind, patch["reason"], f"{new_phase}: {patch['message']}")
+    log.info(
+        "separation job %s/%s is %s (%s): %s",
+        namespace,
+        name,
+        new_phase,
+        patch["reason"],
+        patch["message"],
+    )
 
 
 def _pods_label(job: dict[str, Any]) -> str:
@@ -289,3 +304,4 @@ def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
             rt.storage.delete(ref["bucket"], ref["key"])
     rt.phases.forget(cr["metadata"]["uid"])
     rt.admitted.pop(cr["metadata"]["uid"], None)
+    rt.announced.pop(cr["metadata"]["uid"], None)
