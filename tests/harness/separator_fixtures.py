@@ -134,3 +134,7 @@ def log_lines(stderr: str) -> list[dict[str, object]]:
 def tiny_model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Demucs local repo with a tiny random-weight ``htdemucs`` and ``htdemucs_6s``."""
     return build_repo(tmp_path_factory.mktemp("models"), names=("htdemucs", "htdemucs_6s"))
+
+
+# The loopback HTTP server of URL imports, a fixture of every test (this module is a plugin).
+from tests.harness.urlserver import url_server  # noqa: E402, F401

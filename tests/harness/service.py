@@ -33,6 +33,7 @@ from tests.harness.api import (
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.stemkube import OperatorFactory
+from tests.harness.urlserver import ALLOW_LOOPBACK
 
 BACKENDS = ("kubernetes", "local")
 
@@ -205,6 +206,9 @@ class LocalService:
         ``with_model_repo``) the tiny models; ``args`` are more flags; the server sends
         ``key``."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEMKUBE_")}
+        # Test only: URL jobs may fetch from the tier's loopback server (urlserver); the API
+        # hands its environment to its workers.
+        full_env.update(ALLOW_LOOPBACK)
         full_env.update(env)
         server = launch_api(
             f"api-local-{len(self.started)}",

@@ -20,6 +20,7 @@ from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
 from tests.harness.tools import REPO_ROOT
+from tests.harness.urlserver import ALLOW_LOOPBACK
 
 CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
 SEPARATOR_IMAGE = "stemkube/separator:dev"
@@ -158,6 +159,8 @@ def start_operator(
                 "STEMKUBE_EXPIRY_INTERVAL_SECONDS": "1",
                 "STEMKUBE_CPU_REQUEST": "100m",
                 "STEMKUBE_MEMORY_REQUEST": "256Mi",
+                # Test only: URL jobs may fetch from the tier's loopback server (urlserver).
+                **ALLOW_LOOPBACK,
                 **env,
             },
         )

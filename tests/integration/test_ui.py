@@ -176,6 +176,8 @@ def test_the_page_is_served_open_with_its_own_csp(local_service: LocalService) -
 def test_a_song_through_the_page(local_service: LocalService, page: "Page") -> None:
     api = local_service.start_api(MAX_FILE_SIZE="20MB")
     console = Console(page)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     open_page(page, api)
     expect(page.locator("#jobs-state")).to_have_text(NO_JOBS)
     expect(page.locator("#size-limit")).to_have_text("Size limit: 20MB per file.")
@@ -199,6 +201,10 @@ def test_a_song_through_the_page(local_service: LocalService, page: "Page") -> N
         page.wait_for_timeout(100)
     assert job.get_attribute("data-status") == "completed", job.inner_text()
     assert seen & {"pending", "processing"}, seen  # it was seen moving, not only done
+    # Followed by its event stream, not by polling the list every second.
+    job_id = job.get_attribute("data-job-id")
+    assert any(url.endswith(f"/jobs/{job_id}/events") for url in requests), requests
+    assert sum("/jobs?" in url for url in requests) < 10, requests
     expect(job.locator("progress")).to_have_js_property("value", 100)
     assert job.get_attribute("data-progress") == "100"
     expect(job.locator(".badge")).to_have_text("Completed")

@@ -11,6 +11,8 @@ from typing import Any
 
 from stemkube_api.auth.limits import Held, Usage, usage_of
 from stemkube_api.interfaces import (
+    IdempotentJob,
+    JobExistsError,
     NewJob,
     ObjectInfo,
     ObjectNotFoundError,
@@ -107,6 +109,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.created: list[NewJob] = []
+        self.request_hashes: dict[str, str] = {}  # of the jobs made under idempotency keys
         self.down = False
         self.no_weights: dict[str, str] = {}
 
@@ -119,12 +122,17 @@ class MemoryBackend:
     def create(self, job: NewJob) -> JobRecord:
         if self.down:
             raise UnavailableError("kubernetes: connection refused")
+        if job.job_id in self.jobs:
+            raise JobExistsError(job.job_id)
         self.created.append(job)
+        if job.idempotency_key is not None:
+            self.request_hashes[job.job_id] = job.request_hash or ""
         record = JobRecord(
             job_id=job.job_id,
             status="pending",
             filename=job.filename,
-            created_at=NOW,
+            # Jobs of idempotency keys are replayed for a day after their creation.
+            created_at=NOW if job.idempotency_key is None else datetime.datetime.now(datetime.UTC),
             progress=0,
             options=catalogue.effective(job.request, MODELS),
             stems=catalogue.stems_of(job.request, MODELS),
@@ -136,6 +144,10 @@ class MemoryBackend:
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
+
+    def idempotent(self, job_id: str) -> IdempotentJob | None:
+        record = self.jobs.get(job_id)
+        return IdempotentJob(record, self.request_hashes.get(job_id, "")) if record else None
 
     def list(
         self, status: str | None = None, limit: int | None = None, cursor: str | None = None

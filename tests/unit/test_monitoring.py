@@ -9,9 +9,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.registry import Collector
 
 from stemkube_api.metrics import Metrics
+from stemkube_contract import exitcodes
 from stemkube_operator import metrics as operator_metrics
 from stemkube_operator.reconcile import _observe_transition
 from tests.harness.tools import REPO_ROOT
@@ -23,7 +23,7 @@ METRIC = re.compile(r"\bstemkube_[a-z0-9_]+\b")
 
 def exported_names() -> set[str]:
     """Every sample name the operator and the API can export."""
-    collectors: list[Collector] = [
+    collectors: list[MetricWrapperBase] = [
         value for value in vars(operator_metrics).values() if isinstance(value, MetricWrapperBase)
     ]
     families = [f for c in collectors for f in c.describe()]
@@ -114,3 +114,13 @@ def test_the_oldest_pending_separation_is_published() -> None:
     assert sample(gauge) == (T0 + datetime.timedelta(minutes=5)).timestamp()
     phases.forget("b")
     assert sample(gauge) == 0
+
+
+def test_the_failure_alert_leaves_out_exactly_the_users_own_failures() -> None:
+    """Bad input and bad sources (final, never retried, the user's doing) do not page anyone;
+    a missing model (final too, but the deployment's doing) does. The list in the alert is
+    the contract's, and a test fails when a new reason is added to one and not the other."""
+    rules = (CHART / "templates" / "monitoring.yaml").read_text()
+    [listed] = re.findall(r'reason!~"([^"]+)"', rules)
+    users = {m.reason for m in exitcodes.MEANINGS.values() if not m.retryable}
+    assert set(listed.split("|")) == users - {"ModelNotFound"}

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from stemkube_contract import exitcodes
 from stemkube_contract.exitcodes import INVALID_INPUT as EXIT_INVALID_INPUT
 from stemkube_contract.exitcodes import MODEL_NOT_FOUND as EXIT_MODEL_NOT_FOUND
 from stemkube_contract.exitcodes import USAGE as EXIT_USAGE
@@ -95,6 +96,11 @@ def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions() -> Non
         EXIT_INVALID_INPUT,
         EXIT_USAGE,
         EXIT_MODEL_NOT_FOUND,
+        # A URL job's source that another try cannot fix (issue 16).
+        exitcodes.SOURCE_UNREACHABLE,
+        exitcodes.SOURCE_TOO_LARGE,
+        exitcodes.NOT_AUDIO,
+        exitcodes.SOURCE_FORBIDDEN,
     }
     ignore = next(r for r in rules if r["action"] == "Ignore")
     assert ignore["onPodConditions"] == [{"type": "DisruptionTarget"}]

@@ -87,6 +87,26 @@ class NewJob:
     tenant: str | None = None  # the creator's; None: no tenant (an open service)
     key_id: str | None = None  # the creating key's id (public), for the record
     input_size: int | None = None  # bytes stored for the upload (its key's bytes_stored)
+    # A job from a URL (``POST /jobs``): the separator fetches it (input_key and input_size
+    # empty). The full URL, query included: never logged, shown without its query.
+    source_url: str | None = None
+    # Made under an Idempotency-Key (``idempotency``): the (scope, key) fingerprint and the
+    # request's hash, kept with the job (its id is derived from the key).
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class JobExistsError(Exception):
+    """``create``: a job of that id exists already (made by a request of the same
+    idempotency key, on this replica or another)."""
+
+
+@dataclass(frozen=True)
+class IdempotentJob:
+    """A job made under an idempotency key, as a later request of that key finds it."""
+
+    record: JobRecord | None  # None: being deleted
+    request_hash: str  # of the request that made it ("" if not known)
 
 
 class JobBackend(Protocol):
@@ -96,9 +116,16 @@ class JobBackend(Protocol):
 
     def stop(self) -> None: ...
 
-    def create(self, job: NewJob) -> JobRecord: ...
+    def create(self, job: NewJob) -> JobRecord:
+        """Raises JobExistsError when a job of that id exists."""
+        ...
 
     def get(self, job_id: str) -> JobRecord | None: ...
+
+    def idempotent(self, job_id: str) -> IdempotentJob | None:
+        """The job of that id with its idempotency record, for a request of the key it was
+        derived from (``idempotency.job_id_for``); None if there is no such job."""
+        ...
 
     def list(
         self,

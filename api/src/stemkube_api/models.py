@@ -19,7 +19,7 @@ class Health(BaseModel):
     service: str = Field(examples=["stemkube"])
     version: str
     status: Literal["ok"]
-    ui: str = Field("/ui/", description="The web page for people.")
+    ui: str = Field(default="/ui/", description="The web page for people.")
 
 
 class Ready(BaseModel):

@@ -8,6 +8,14 @@ each option is checked as it arrives, and the options sent so far and the model'
 the file's first ``SNIFF_BYTES``; the size limit holds as the bytes come. Nothing is visible in
 the store until the form has ended and every option checks out: any error aborts the writer,
 and the stored input is deleted again when the job cannot be created.
+
+With an ``Idempotency-Key`` (``idempotency``) the job's id comes from the key: the key's job is
+looked up before the body (found: the body is only hashed, nothing stored, and the request
+replays that job or is a 409), the request's hash builds as the body arrives, and the key's job
+is looked up again before the file is committed and, should the creation still find it made
+meanwhile (``JobExistsError``, another replica's), what was stored is deleted and the request
+replays or is refused as if it had found the job first. The input of a keyed upload is stored
+under an id of its own (not the job's), so that two racing requests never write one object.
 """
 
 import contextlib
@@ -33,7 +41,21 @@ from stemkube_api.form import (
     boundary_of,
     read_form,
 )
-from stemkube_api.interfaces import NewJob, ObjectWriter, TooLargeError, UnavailableError
+from stemkube_api.idempotency import (
+    RequestHasher,
+    decide,
+    job_id_for,
+    key_fingerprint,
+    scope_of,
+)
+from stemkube_api.interfaces import (
+    IdempotentJob,
+    JobExistsError,
+    NewJob,
+    ObjectWriter,
+    TooLargeError,
+    UnavailableError,
+)
 from stemkube_api.jobs import JobRecord, clean_filename, input_key
 from stemkube_api.options import FIELDS, OptionError, check_field, parse_request
 from stemkube_api.services import Services
@@ -54,13 +76,33 @@ class UploadReceiver:
     an ``ApiError`` with nothing stored."""
 
     def __init__(
-        self, services: Services, job_id: str | None = None, caller: Caller = OPEN
+        self,
+        services: Services,
+        job_id: str | None = None,
+        caller: Caller = OPEN,
+        idempotency_key: str | None = None,
+        path: str = "/upload",
     ) -> None:
+        """``idempotency_key``: the request's (checked: ``idempotency.validate_key``);
+        ``path``: the request's, for its hash."""
         self.services = services
         self.caller = caller  # the job is its tenant's, its files under its tenant's prefix
         self.settings = services.settings
         self.limit = services.settings.max_file_size
         self.job_id = job_id or str(uuid.uuid4())
+        # An idempotent upload: its job id from the key, its hash as it comes, the key's job
+        # if it was found before the body (then nothing is stored), whether it replayed.
+        self.hasher: RequestHasher | None = None
+        self.key_hash: str | None = None
+        self.upload_id = self.job_id  # the id its input is stored under
+        if idempotency_key is not None:
+            scope = scope_of(caller)
+            self.job_id = job_id_for(scope, idempotency_key)
+            self.key_hash = key_fingerprint(scope, idempotency_key)
+            self.hasher = RequestHasher("POST", path)
+            self.upload_id = str(uuid.uuid4())
+        self.existing: IdempotentJob | None = None
+        self.replayed = False
         # What the form has said so far.
         self.fields: dict[str, str] = {}
         self.filename: str | None = None  # once the file's part has started
@@ -113,7 +155,13 @@ class UploadReceiver:
     async def consume(self, events: AsyncIterator[Event]) -> JobRecord:
         """The form's events, in order: the job created, or ``ApiError`` (and nothing stored)."""
         try:
-            self.usage = await self._admit(1)  # before a byte is read or stored
+            if self.hasher is not None:  # the key's job, before a byte is read
+                self.existing = await run_in_threadpool(
+                    self.services.backend.idempotent, self.job_id
+                )
+                decide(self.existing, None, self.job_id, _now())  # too old, being deleted: 409
+            if self.existing is None:
+                self.usage = await self._admit(1)  # before a byte is read or stored
             async for event in events:
                 await self.feed(event)
             record = await self._finish()
@@ -128,6 +176,14 @@ class UploadReceiver:
         finally:
             if not self.committed:
                 await _abort(self.writer)
+        if self.replayed:
+            log.info(
+                "upload replayed job %s (same Idempotency-Key) for key %s (tenant %s)",
+                self.job_id,
+                self.caller.key_name,
+                self.caller.tenant,
+            )
+            return record
         self.services.metrics.jobs_created.inc()
         log.info(
             "job %s created for %s (%d bytes) by key %s (tenant %s)",
@@ -145,7 +201,7 @@ class UploadReceiver:
         elif isinstance(event, FileData):
             await self._file_data(event.data)
         elif isinstance(event, FileEnd):
-            if self.writer is None:
+            if self.writer is None and self.existing is None:
                 await self._open()
             await self._flush()
             self.file_done = True
@@ -164,6 +220,8 @@ class UploadReceiver:
         if event.value.strip():
             check_field(event.name, event.value)
         self.fields[event.name] = event.value
+        if self.hasher is not None:
+            self.hasher.field(event.name, event.value)
 
     async def _file_start(self, event: FileStart) -> None:
         if event.name != "file":
@@ -171,6 +229,8 @@ class UploadReceiver:
         if self.filename is not None:
             raise ApiError(422, "file: send one file per upload")
         self.filename = clean_filename(event.filename)
+        if self.existing is not None:
+            return  # hashed, not stored: the key's job exists
         try:  # the options sent before the file, before storing anything
             parse_request(self.fields, self.settings.models, self.settings.limits)
         except OptionError as exc:
@@ -185,6 +245,10 @@ class UploadReceiver:
         self.size += len(data)
         if self.size > self.limit:
             raise self._too_large()
+        if self.hasher is not None:
+            self.hasher.file(data)
+            if self.existing is not None:
+                return
         if self.usage is not None:
             # Past the key's room for stored bytes: refused as soon as it is (a request's
             # Content-Length bounds nothing: a form may carry any amount besides its file).
@@ -214,7 +278,7 @@ class UploadReceiver:
                 f"send {ACCEPTED}",
                 "not_audio",
             ) from None
-        self.key = input_key(self.job_id, detected.extension, self.caller.tenant)
+        self.key = input_key(self.upload_id, detected.extension, self.caller.tenant)
         self.writer = self.services.store.writer(self.key, self.limit, "application/octet-stream")
         self.batch.extend(self.head)
 
@@ -229,9 +293,16 @@ class UploadReceiver:
             raise ApiError(422, "file: field required (send the song as the 'file' field)")
         if not self.file_done:
             raise ApiError(422, "file: the upload ended before the file did", "incomplete")
+        if self.existing is not None:
+            return self._replay(self.existing)
         separation = parse_request(self.fields, self.settings.models, self.settings.limits)
         assert self.writer is not None
         await self._admit(self.size)  # its exact size, before anything is visible
+        if self.hasher is not None:
+            # Made meanwhile (the same key on another connection)? Then nothing is committed.
+            found = await run_in_threadpool(self.services.backend.idempotent, self.job_id)
+            if found is not None:
+                return self._replay(found)
         self.stored = await run_in_threadpool(self.writer.commit)
         self.committed = True
         self.services.metrics.upload_bytes.inc(self.stored)
@@ -243,13 +314,35 @@ class UploadReceiver:
             tenant=self.caller.tenant,
             key_id=self.caller.key_id or None,
             input_size=self.stored,
+            idempotency_key=self.key_hash,
+            request_hash=self.hasher.hexdigest() if self.hasher is not None else None,
         )
         try:
             return await run_in_threadpool(self.services.backend.create, new)
-        except BaseException:
+        except BaseException as exc:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await run_in_threadpool(self.services.store.delete, self.key)
+            if isinstance(exc, JobExistsError) and self.hasher is not None:
+                # Another request of the key made it between our look and our creation.
+                found = await run_in_threadpool(self.services.backend.idempotent, self.job_id)
+                if found is None:
+                    raise ApiError(
+                        409,
+                        f"Idempotency-Key: job {self.job_id} of this key is being created or "
+                        "deleted by another request; retry in a moment",
+                        "idempotency",
+                    ) from None
+                return self._replay(found)
             raise
+
+    def _replay(self, found: IdempotentJob) -> JobRecord:
+        """The key's job, if this request is the one that made it; else a 409."""
+        assert self.hasher is not None
+        replay = decide(found, self.hasher.hexdigest(), self.job_id, _now())
+        assert replay is not None
+        assert replay.job.record is not None
+        self.replayed = True
+        return replay.job.record
 
     async def _admit(self, size: int) -> Usage | None:
         """The key's job quotas (jobs queued or running, bytes stored) for one more job of
@@ -289,6 +382,10 @@ class UploadReceiver:
             "too_large",
             drain,
         )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 async def _abort(writer: ObjectWriter | None) -> None:

@@ -27,7 +27,13 @@ UI_CSP = (
     "frame-ancestors 'none'"
 )
 UI_PREFIX = "/ui/"
-EXPOSED = ["Retry-After", "Content-Disposition", "Content-Length", "Accept-Ranges"]
+EXPOSED = [
+    "Retry-After",
+    "Content-Disposition",
+    "Content-Length",
+    "Accept-Ranges",
+    "Idempotent-Replayed",
+]
 
 
 class SecurityHeaders:

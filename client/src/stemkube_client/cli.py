@@ -16,7 +16,7 @@ import re
 import sys
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -212,11 +212,84 @@ def upload(api: Api, path: Path, fields: dict[str, str], progress: Progress) -> 
     return body
 
 
-def follow(api: Api, job_id: str, progress: Progress, interval: float) -> dict[str, Any]:
-    """Polls the job until it finishes; its last status. Past the key's rate limit it waits
-    as the server's Retry-After says, and polls on: the job is made, its stems are to come."""
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) of a Server-Sent Events stream's lines; comments (``: ping``) and
+    ``id:``/``retry:`` lines are skipped."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+    if data:
+        yield event, "\n".join(data)
+
+
+# Longer than the server's keep-alive (a comment every 15 s): a silent stream is a dead one.
+EVENTS_READ_TIMEOUT = 45.0
+
+
+def follow_events(api: Api, job_id: str, progress: Progress) -> dict[str, Any] | None:
+    """Follows the job through ``GET /jobs/{job_id}/events`` until it ends: its last status;
+    None where the server offers no stream (an older server's 404, a 429 past its streams)
+    or the connection fails, so that the caller polls instead."""
+    path = f"/jobs/{job_id}/events"
+    while True:  # a new stream after the server's "reconnect" (its streams' lifetime)
+        try:
+            with api.http.stream(
+                "GET",
+                path,
+                headers={"Accept": "text/event-stream"},
+                timeout=httpx.Timeout(30.0, connect=10.0, read=EVENTS_READ_TIMEOUT),
+            ) as response:
+                if response.status_code in (404, 405, 429, 501):
+                    return None  # no such route (or job: polling says which), or no room
+                if response.status_code >= 400:
+                    response.read()
+                    api.check(response, f"job {job_id}")
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    return None
+                status: dict[str, Any] | None = None
+                for event, data in sse_events(response.iter_lines()):
+                    if event == "status":
+                        status = json.loads(data)
+                        assert status is not None
+                        word, percent = status["status"], int(status.get("progress") or 0)
+                        progress.update(percent, f"job {job_id}: {word}")
+                        if word in ("completed", "failed"):
+                            return status
+                    elif event == "deleted":
+                        raise CliError(EXIT_NOT_FOUND, f"job {job_id} was deleted")
+                    elif event == "reconnect":
+                        break
+                else:
+                    return None  # closed without an end: poll from here
+        except (httpx.TransportError, ValueError, KeyError):
+            return None
+
+
+def follow(
+    api: Api, job_id: str, progress: Progress, interval: float, events: bool = False
+) -> dict[str, Any]:
+    """Follows the job until it finishes: its last status. Through the server's event stream
+    where it offers one (``events``), else by polling /status every ``interval`` seconds:
+    past the key's rate limit it waits as the server's Retry-After says, and polls on (the
+    job is made, its stems are to come)."""
     progress.start(f"job {job_id}: pending", 100, PERCENT)
     try:
+        if events:
+            done = follow_events(api, job_id, progress)
+            if done is not None:
+                return done
         while True:
             try:
                 status: dict[str, Any] = api.json("GET", f"/status/{job_id}", f"job {job_id}")
@@ -304,7 +377,7 @@ def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     created = upload(api, path, _fields(args), progress)
     job_id = created["job_id"]
     progress.say(f"job {job_id} created")
-    status = follow(api, job_id, progress, args.poll_interval)
+    status = follow(api, job_id, progress, args.poll_interval, not args.poll)
     if status["status"] == "failed":
         raise CliError(EXIT_FAILED, f"job {job_id} failed: {status.get('error') or 'no reason'}")
     target = download(api, job_id, args.output, progress)
@@ -365,7 +438,7 @@ def cmd_list(api: Api, args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_wait(api: Api, args: argparse.Namespace, progress: Progress) -> int:
-    status = follow(api, args.job_id, progress, args.poll_interval)
+    status = follow(api, args.job_id, progress, args.poll_interval, not args.poll)
     if status["status"] == "failed":
         raise CliError(
             EXIT_FAILED, f"job {args.job_id} failed: {status.get('error') or 'no reason'}"
@@ -425,6 +498,11 @@ def _parser() -> argparse.ArgumentParser:
     separate.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between status checks"
     )
+    separate.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll /status instead of following the server's event stream",
+    )
     separate.set_defaults(run=cmd_separate)
 
     status = commands.add_parser("status", help="a job's status")
@@ -443,6 +521,11 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("job_id")
     wait.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between status checks"
+    )
+    wait.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll /status instead of following the server's event stream",
     )
     wait.set_defaults(run=cmd_wait)
 

@@ -72,7 +72,11 @@ def decode_members(text: str | None) -> list[Member]:
 
 def batch_key(namespace: str, spec: Mapping[str, Any]) -> str:
     """SeparationJobs with equal keys may share a Job: one namespace, one spec but for
-    ``PER_MEMBER_FIELDS`` (model, options, deadlines, queue, priority, pod labels...)."""
+    ``PER_MEMBER_FIELDS`` (model, options, deadlines, queue, priority, pod labels...). A job
+    from a URL (``spec.input.url``) shares no Job: its URL reaches its pod in one environment
+    variable, so its key is its whole spec (its output object is its own)."""
+    if isinstance(spec.get("input"), Mapping) and spec["input"].get("url"):
+        return json.dumps(["url", namespace, spec], sort_keys=True, separators=(",", ":"))
     shared = {k: v for k, v in spec.items() if k not in PER_MEMBER_FIELDS}
     return json.dumps([namespace, shared], sort_keys=True, separators=(",", ":"))
 

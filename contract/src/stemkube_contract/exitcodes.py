@@ -17,6 +17,20 @@ INVALID_INPUT: Final = 3
 MODEL_NOT_FOUND: Final = 4
 # Storage unreachable, S3 errors, network, no CUDA device where one was required. Retried.
 TRANSIENT: Final = 75  # EX_TEMPFAIL of sysexits.h
+# A source URL's fetch (``stemkube_contract.urls``; jobs from a URL only):
+# - the source cannot be had and will not be on another try: its name does not resolve, the
+#   connection is refused, an HTTP 4xx, too many redirects, a redirect to another scheme.
+SOURCE_UNREACHABLE: Final = 5
+# - it is larger than MAX_FILE_SIZE (said by Content-Length, or counted while it streams).
+SOURCE_TOO_LARGE: Final = 6
+# - it is not audio (an HTML page, a JSON or text answer), told from its type or first bytes.
+NOT_AUDIO: Final = 7
+# - its host, or a redirect's, is or resolves to an address the service may not call
+#   (``stemkube_contract.addresses``: loopback, private, link-local, the cluster's ranges...).
+SOURCE_FORBIDDEN: Final = 8
+# - a timeout (connect, read, the overall deadline), an HTTP 5xx or 429, a temporary DNS
+#   failure, a connection reset: another try may succeed. Retried like TRANSIENT.
+SOURCE_UNAVAILABLE: Final = 76
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,15 @@ MEANINGS: Final[dict[int, Meaning]] = {
         "ModelNotFound", "the model's weights are not in the model folder or the hub", False
     ),
     TRANSIENT: Meaning("TransientError", "storage or network", True),
+    SOURCE_UNREACHABLE: Meaning("SourceUnreachable", "the source URL could not be fetched", False),
+    SOURCE_TOO_LARGE: Meaning("SourceTooLarge", "the source URL's file is over the limit", False),
+    NOT_AUDIO: Meaning("NotAudio", "the source URL's answer is not audio", False),
+    SOURCE_FORBIDDEN: Meaning(
+        "SourceForbidden", "the source URL's address may not be fetched", False
+    ),
+    SOURCE_UNAVAILABLE: Meaning(
+        "SourceUnreachable", "the source URL did not answer in time (or answered 5xx)", True
+    ),
 }
 # Anything else (a crash, a signal): worth another try, then a bug to report.
 OTHER = Meaning("SeparatorError", "", True)

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from stemkube_contract.models import (
     MAX_STEMS,
@@ -445,9 +445,18 @@ def to_json(options: Mapping[str, Value]) -> str:
     return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
 
 
+# Kept beside the options where a job's options are stored as JSON (local mode's row): the
+# URL a job's song is fetched from (``stemkube_contract.urls``). Not an option: no flag, no
+# CR field, never in ``effective`` (so never shown).
+SOURCE_URL_KEY: Final = "source_url"
+
+
 def from_json(text: str) -> Options:
     data = json.loads(text)
-    return {k: BY_NAME[k].check(v) for k, v in data.items() if k in BY_NAME}
+    options: Options = {k: BY_NAME[k].check(v) for k, v in data.items() if k in BY_NAME}
+    if isinstance(data.get(SOURCE_URL_KEY), str):
+        options[SOURCE_URL_KEY] = data[SOURCE_URL_KEY]
+    return options
 
 
 # argparse (the separator's parser, the client's flags) ---------------------------------------

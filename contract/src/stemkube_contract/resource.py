@@ -33,6 +33,11 @@ API_KEY_ID_LABEL = "stemkube.io/api-key-id"
 # The uploaded input's size in bytes (decimal), written by the API at creation: with
 # status.result.size, what a key's jobs keep in storage (its bytes_stored quota).
 INPUT_SIZE_ANNOTATION = "stemkube.io/input-size"
+# A SeparationJob made under an Idempotency-Key: a hash of (the caller's key id, the key) as
+# the label (the client's key itself is never stored), the SHA-256 of the request that made
+# it as the annotation (a later request of the key replays only if it is the same).
+IDEMPOTENCY_KEY_LABEL = "stemkube.io/idempotency-key"
+IDEMPOTENCY_REQUEST_ANNOTATION = "stemkube.io/idempotency-request"
 CONTAINER = "separator"
 
 MAX_LABEL_VALUE = 63

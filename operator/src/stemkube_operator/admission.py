@@ -5,6 +5,7 @@ object keys. Pure."""
 from typing import Any
 
 from stemkube_contract import options as catalogue
+from stemkube_contract import urls
 from stemkube_contract.keys import key_problem
 from stemkube_contract.models import Catalog
 
@@ -15,8 +16,15 @@ INVALID_ARGUMENTS = "InvalidArguments"
 def refusal(
     spec: dict[str, Any], models: Catalog, limits: catalogue.Limits
 ) -> tuple[str, str] | None:
-    """(reason, message) when the spec cannot run here; None when it may."""
-    for side in ("input", "output"):
+    """(reason, message) when the spec cannot run here; None when it may. A URL input's form
+    is checked here (``urls.url_problem``: the CRD's pattern says less); its addresses are the
+    separator's to check, when it resolves them."""
+    url = (spec.get("input") or {}).get("url")
+    if url:
+        problem = urls.url_problem(str(url))
+        if problem:
+            return INVALID_ARGUMENTS, f"spec.input.url: {problem}"
+    for side in ("output",) if url else ("input", "output"):
         ref = spec.get(side) or {}
         problem = key_problem(str(ref.get("key", "")))
         if problem:

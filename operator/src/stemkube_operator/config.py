@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
 from stemkube_contract.limits import max_file_size_from_env
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
@@ -65,6 +66,11 @@ class OperatorConfig:
     batch_max_per_job: int = DEFAULT_MAX_PER_JOB
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     expiry_interval_seconds: float = 30.0  # how often finished jobs are checked for their TTL
+    # URL jobs: the addresses their separators may not fetch from beyond the fixed rules (the
+    # cluster's Service and Pod ranges: STEMKUBE_URL_DENY_CIDRS, the chart's
+    # urlImport.clusterCIDRs) and, for tests only, those allowed whatever the rules say
+    # (STEMKUBE_URL_ALLOW_CIDRS): both passed to every separator (``jobspec``).
+    url_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -125,6 +131,13 @@ def _max_file_size(env: Mapping[str, str]) -> int:
         raise ConfigError(str(exc)) from None
 
 
+def _url_policy(env: Mapping[str, str]) -> AddressPolicy:
+    try:
+        return AddressPolicy.from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _batch_max(env: Mapping[str, str]) -> int:
     try:
         return parse_max_per_job(env.get(MAX_PER_JOB_ENV))
@@ -175,4 +188,5 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         expiry_interval_seconds=float(
             _int(env, "STEMKUBE_EXPIRY_INTERVAL_SECONDS", int(defaults.expiry_interval_seconds), 1)
         ),
+        url_policy=_url_policy(env),
     )

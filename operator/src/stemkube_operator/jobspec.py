@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from stemkube_contract import batch, exitcodes, limits
+from stemkube_contract import batch, exitcodes, limits, urls
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import SIX_STEMS
 from stemkube_operator.config import OperatorConfig
@@ -42,13 +42,25 @@ def _url(ref: dict[str, Any]) -> str:
     return f"s3://{ref['bucket']}/{ref['key']}"
 
 
+def source_url(spec: dict[str, Any]) -> str | None:
+    """The URL a SeparationJob's song is fetched from (``spec.input.url``); None for an object."""
+    url = (spec.get("input") or {}).get("url")
+    return str(url) if url else None
+
+
+def _input(spec: dict[str, Any]) -> str:
+    """INPUT: the object, or for a URL ``env:STEMKUBE_INPUT_URL``: the URL itself goes in the
+    pod's environment (``_env``), never in its arguments."""
+    return urls.INPUT_FROM_ENV if source_url(spec) else _url(spec["input"])
+
+
 def separator_args(cr: dict[str, Any], config: OperatorConfig) -> list[str]:
     """The separator's command line (after its entrypoint) for this SeparationJob: the objects,
     every option, progress and where the weights are."""
     spec = cr["spec"]
     meta = cr["metadata"]
     return [
-        _url(spec["input"]),
+        _input(spec),
         _url(spec["output"]),
         *_shared_args(spec, config),
         f"--progress-cr={meta['namespace']}/{meta['name']}",
@@ -74,7 +86,7 @@ def batch_args(members: list[dict[str, Any]], config: OperatorConfig) -> list[st
     return [*_shared_args(spec, config), *_repo_args(spec, config), *items]
 
 
-def _env(config: OperatorConfig) -> list[dict[str, Any]]:
+def _env(config: OperatorConfig, spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     def secret(name: str, key: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -95,6 +107,11 @@ def _env(config: OperatorConfig) -> list[dict[str, Any]]:
         env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
     if config.s3_region:
         env.append({"name": "AWS_REGION", "value": config.s3_region})
+    url = source_url(spec or {})
+    if url:
+        # The address rules of the fetch (the cluster's ranges refused; a test's allow-list).
+        env.extend({"name": k, "value": v} for k, v in config.url_policy.env().items())
+        env.append({"name": urls.INPUT_URL_ENV, "value": url})
     return env
 
 
@@ -171,7 +188,7 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
         "image": config.separator_image,
         "imagePullPolicy": config.image_pull_policy,
         "args": separator_args(cr, config),
-        "env": _env(config),
+        "env": _env(config, spec),
         "resources": _resources(config),
         "volumeMounts": mounts,
         # A crash without a message still tells its last lines.

@@ -130,7 +130,12 @@ def _single(
                 reporter = progress.cr_reporter(*opts.progress_cr)
             elif opts.progress_file:
                 reporter = progress.FileReporter(opts.progress_file)
-            log.info("separating %s into %s", opts.input, opts.output, extra={"model": opts.model})
+            log.info(
+                "separating %s into %s",
+                inputs.shown(opts.input),
+                opts.output,
+                extra={"model": opts.model},
+            )
             stages.lap(SETUP)
             import_heavy("pipeline", stages)  # torch, Demucs: while the song arrives
             from stemkube_separator import pipeline

@@ -30,3 +30,32 @@ class ModelNotFoundError(SeparatorError):
     problem, not the song's. Never retried."""
 
     exit_code = exitcodes.MODEL_NOT_FOUND
+
+
+class SourceUnreachableError(SeparatorError):
+    """A source URL that cannot be fetched and will not be on another try (DNS name unknown,
+    connection refused, HTTP 4xx, too many redirects)."""
+
+    exit_code = exitcodes.SOURCE_UNREACHABLE
+
+
+class SourceUnavailableError(SeparatorError):
+    """A source URL that did not answer in time, or answered 5xx or 429: retried."""
+
+    exit_code = exitcodes.SOURCE_UNAVAILABLE
+
+
+class SourceTooLargeError(SeparatorError):
+    exit_code = exitcodes.SOURCE_TOO_LARGE
+
+
+class NotAudioError(SeparatorError):
+    """A source URL's answer that is no audio file (an HTML page...)."""
+
+    exit_code = exitcodes.NOT_AUDIO
+
+
+class SourceForbiddenError(SeparatorError):
+    """A source URL whose host (or a redirect's) is an address the service may not call."""
+
+    exit_code = exitcodes.SOURCE_FORBIDDEN

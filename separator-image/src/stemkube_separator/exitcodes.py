@@ -6,9 +6,26 @@ from stemkube_contract.exitcodes import (
     CRASH,
     INVALID_INPUT,
     MODEL_NOT_FOUND,
+    NOT_AUDIO,
     OK,
+    SOURCE_FORBIDDEN,
+    SOURCE_TOO_LARGE,
+    SOURCE_UNAVAILABLE,
+    SOURCE_UNREACHABLE,
     TRANSIENT,
     USAGE,
 )
 
-__all__ = ["CRASH", "INVALID_INPUT", "MODEL_NOT_FOUND", "OK", "TRANSIENT", "USAGE"]
+__all__ = [
+    "CRASH",
+    "INVALID_INPUT",
+    "MODEL_NOT_FOUND",
+    "NOT_AUDIO",
+    "OK",
+    "SOURCE_FORBIDDEN",
+    "SOURCE_TOO_LARGE",
+    "SOURCE_UNAVAILABLE",
+    "SOURCE_UNREACHABLE",
+    "TRANSIENT",
+    "USAGE",
+]

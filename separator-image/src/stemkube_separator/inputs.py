@@ -13,9 +13,12 @@ from types import TracebackType
 
 from minio import Minio
 
-from stemkube_separator import decode, logs, s3, storage
+from stemkube_contract import urls
+from stemkube_separator import decode, logs, s3, storage, urlfetch
+from stemkube_separator.errors import UsageError
 from stemkube_separator.locations import Location, parse_location
 from stemkube_separator.options import Options
+from stemkube_separator.urlfetch import FetchSettings, SourceURL
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,39 @@ def s3_clients(env: Mapping[str, str], *locations: str) -> storage.ClientFactory
     return client
 
 
+# Where a song comes from: a local file, an S3 object, or an http(s) URL (``urlfetch``).
+Source = Location | SourceURL
+
+
+def shown(text: str) -> str:
+    """An INPUT as log lines show it: a URL without its query or user information."""
+    return urls.redact(text) if urls.is_url(text) else text
+
+
+def parse_source(text: str, env: Mapping[str, str]) -> Source:
+    """INPUT: a local path, ``s3://bucket/key``, an http(s) URL, or ``env:STEMKUBE_INPUT_URL``
+    (the URL in that variable: how a Job gets it, out of its command line). A URL's fetch
+    settings (refused and allowed ranges, timeouts) come from ``env``; a malformed one, or
+    the variable not holding a URL, is a usage error."""
+    if text == urls.INPUT_FROM_ENV:
+        text = env.get(urls.INPUT_URL_ENV, "")
+        if not urls.is_url(text):
+            raise UsageError(
+                f"INPUT {urls.INPUT_FROM_ENV}: the variable {urls.INPUT_URL_ENV} must hold an "
+                "http(s) URL" + ("" if text else "; it is not set")
+            )
+    if urls.is_url(text):
+        return SourceURL(text, FetchSettings.from_env(env))
+    return parse_location(text)
+
+
 def fetch_input(
-    source: Location, workdir: Path, s3_client: storage.ClientFactory, max_size: int
+    source: Source, workdir: Path, s3_client: storage.ClientFactory, max_size: int
 ) -> Path:
-    """INPUT as a local file (an S3 object downloaded into ``workdir``), refused when larger
-    than ``max_size`` bytes: the ``fetch`` stage."""
+    """INPUT as a local file (an S3 object or a URL's file downloaded into ``workdir``),
+    refused when larger than ``max_size`` bytes: the ``fetch`` stage."""
+    if isinstance(source, SourceURL):
+        return urlfetch.fetch(source, workdir / "input", max_size)
     return storage.fetch_input(source, workdir, s3_client, max_size)
 
 
@@ -73,7 +104,7 @@ class Early:
 
     def __init__(
         self,
-        source: Location,
+        source: Source,
         s3_client: storage.ClientFactory,
         max_duration: float,
         max_size: int,
@@ -109,7 +140,7 @@ class Early:
         # A batch member's thread names its member; else the process's job applies.
         with logs.job(self._job) if self._job else contextlib.nullcontext():
             try:
-                self.local_input = storage.fetch_input(
+                self.local_input = fetch_input(
                     self.source, self.workdir, self.s3_client, self.max_size
                 )
                 self.fetched.set()
@@ -148,7 +179,7 @@ class Early:
 def start_early(opts: Options, env: Mapping[str, str]) -> Early:
     """The song's fetch and decode, not yet started (``with`` starts it); a malformed S3
     setting or location is a usage error now, before any thread."""
-    source = parse_location(opts.input)
+    source = parse_source(opts.input, env)
     parse_location(opts.output)
     s3_client = s3_clients(env, opts.input, opts.output)
     return Early(source, s3_client, opts.max_duration, opts.max_file_size)

@@ -14,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from stemkube_api.auth.limits import Heard, Held, Usage, usage_of
-from stemkube_api.interfaces import NewJob, UnavailableError
+from stemkube_api.interfaces import IdempotentJob, JobExistsError, NewJob, UnavailableError
 from stemkube_api.jobs import (
     CREATED_AT_ANNOTATION,
     JobPage,
@@ -38,6 +38,8 @@ from stemkube_contract.resource import (
     APP_NAME_LABEL,
     CREATED_BY_LABEL,
     GROUP,
+    IDEMPOTENCY_KEY_LABEL,
+    IDEMPOTENCY_REQUEST_ANNOTATION,
     INPUT_SIZE_ANNOTATION,
     KIND,
     PLURAL,
@@ -72,8 +74,19 @@ def manifest(
     annotations = {CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))}
     if job.input_size is not None:
         annotations[INPUT_SIZE_ANNOTATION] = str(job.input_size)
+    if job.idempotency_key is not None:
+        labels[IDEMPOTENCY_KEY_LABEL] = job.idempotency_key
+        annotations[IDEMPOTENCY_REQUEST_ANNOTATION] = job.request_hash or ""
+    # A job from a URL names it instead of an object (the CRD: exactly one of the two forms);
+    # the operator gives it to the Job in its environment. The URL is readable by whoever may
+    # read SeparationJobs (the API's answers and logs show it without its query).
+    source: dict[str, Any] = (
+        {"url": job.source_url, "filename": job.filename}
+        if job.source_url
+        else {"bucket": bucket, "key": job.input_key, "filename": job.filename}
+    )
     spec: dict[str, Any] = {
-        "input": {"bucket": bucket, "key": job.input_key, "filename": job.filename},
+        "input": source,
         "output": {"bucket": bucket, "key": output_key},
         **catalogue.to_spec(options),
     }
@@ -204,6 +217,10 @@ class KubernetesBackend:
             created: dict[str, Any] = self._objects.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
             )
+        except ApiException as exc:
+            if exc.status == 409:  # AlreadyExists: its idempotency key's job, made already
+                raise JobExistsError(job.job_id) from exc
+            raise UnavailableError(f"cannot create the SeparationJob: {explain(exc)}") from exc
         except KUBE_ERRORS as exc:
             raise UnavailableError(f"cannot create the SeparationJob: {explain(exc)}") from exc
         self.cache.put(created)
@@ -234,6 +251,18 @@ class KubernetesBackend:
                 return None
             self.cache.put(cr)
         return record_from_cr(cr, self.models) if _visible(cr) else None
+
+    def idempotent(self, job_id: str) -> IdempotentJob | None:
+        """From the watch cache, else one read (made a moment ago through another replica);
+        a SeparationJob being deleted still holds its name (the key is not free yet)."""
+        if not valid_job_id(job_id):
+            return None
+        cr = self.cache.get(job_id) or self._read(job_id)
+        if cr is None:
+            return None
+        annotations = (cr.get("metadata") or {}).get("annotations") or {}
+        record = record_from_cr(cr, self.models) if _visible(cr) else None
+        return IdempotentJob(record, annotations.get(IDEMPOTENCY_REQUEST_ANNOTATION, ""))
 
     def list(
         self,

@@ -2,10 +2,11 @@
 row's owner (tenant, key) is kept beside it (``records.Owned``)."""
 
 import datetime
+import sqlite3
 from dataclasses import replace
 
 from stemkube_api.auth.limits import Heard, Held, Usage, usage_of
-from stemkube_api.interfaces import NewJob, UnavailableError
+from stemkube_api.interfaces import IdempotentJob, JobExistsError, NewJob, UnavailableError
 from stemkube_api.jobs import (
     PENDING,
     PROCESSING,
@@ -55,7 +56,13 @@ class LocalBackend:
         row = rules.new_row(job, self.settings.models, datetime.datetime.now(datetime.UTC))
         # The result goes under the tenant's prefix, as its input did.
         row = replace(row, result_key=result_key(job.job_id, job.tenant))
-        self.table.insert(row, job.tenant, job.key_id)
+        idempotency = None
+        if job.idempotency_key is not None:
+            idempotency = (job.idempotency_key, job.request_hash or "")
+        try:
+            self.table.insert(row, job.tenant, job.key_id, idempotency)
+        except sqlite3.IntegrityError as exc:  # its idempotency key's job, made already
+            raise JobExistsError(job.job_id) from exc
         self.workers.wake()
         return self._record(Owned(row, job.tenant, job.key_id))
 
@@ -64,6 +71,12 @@ class LocalBackend:
             return None
         owned = self.table.get_owned(job_id)
         return self._record(owned) if owned else None
+
+    def idempotent(self, job_id: str) -> IdempotentJob | None:
+        record = self.get(job_id)
+        if record is None:
+            return None
+        return IdempotentJob(record, self.table.request_hash(job_id) or "")
 
     def list(
         self,

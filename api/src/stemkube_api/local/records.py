@@ -20,7 +20,8 @@ from stemkube_contract.usage import WINDOW
 # 1: one column per option; 2: the options as one JSON object (a new option needs no column);
 # 3: the job's tenant and the id of the key that created it (NULL: no tenant, as before keys).
 # 4: the audio ledger (a new table only: nothing to migrate).
-SCHEMA_VERSION = 4
+# 5: the idempotency records (a new table only: nothing to migrate).
+SCHEMA_VERSION = 5
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -55,6 +56,20 @@ CREATE TABLE IF NOT EXISTS audio_usage (
 )
 """
 AUDIO_INDEX = "CREATE INDEX IF NOT EXISTS audio_by_key ON audio_usage (key_id, created_at)"
+# The request that made a job under an Idempotency-Key (``stemkube_api.idempotency``): the job's
+# id is derived from the key, so the jobs table's primary key lets one creation through; this
+# row keeps the (scope, key) fingerprint and the request's hash beside it. Rows older than the
+# window go (their job, if it still exists, is past its replay anyway).
+IDEMPOTENCY_TABLE = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    job_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+IDEMPOTENCY_INDEX = "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)"
+IDEMPOTENCY_WINDOW = datetime.timedelta(hours=24)
 # The row's own columns, which the workers read and write; the owner's (tenant, key_id) are
 # written once, at insert, and never by a save.
 COLUMNS = tuple(f.name for f in fields(JobRow))
@@ -181,6 +196,8 @@ class JobTable:
             self._db.execute(TENANT_INDEX)
             self._db.execute(AUDIO_TABLE)
             self._db.execute(AUDIO_INDEX)
+            self._db.execute(IDEMPOTENCY_TABLE)
+            self._db.execute(IDEMPOTENCY_INDEX)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -198,12 +215,44 @@ class JobTable:
     def ping(self) -> None:
         self._query("SELECT 1")
 
-    def insert(self, row: JobRow, tenant: str | None = None, key_id: str | None = None) -> None:
+    def insert(
+        self,
+        row: JobRow,
+        tenant: str | None = None,
+        key_id: str | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:
+        """Raises sqlite3.IntegrityError when a job of that id exists. ``idempotency``: the
+        (key fingerprint, request hash) it was made under, written with it; older records
+        are forgotten."""
         values = {**_to_db(row), "tenant": tenant, "key_id": key_id}
         names = ", ".join((*COLUMNS, *OWNER_COLUMNS))
         marks = ", ".join(f":{name}" for name in (*COLUMNS, *OWNER_COLUMNS))
         with self._lock:
-            self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+            if idempotency is None:
+                self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO idempotency (job_id, key_hash, request_hash, "
+                    "created_at) VALUES (?, ?, ?, ?)",
+                    (row.job_id, *idempotency, values["created_at"]),
+                )
+                self._db.execute(
+                    "DELETE FROM idempotency WHERE created_at < ?",
+                    (_stamp(row.created_at - IDEMPOTENCY_WINDOW),),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def request_hash(self, job_id: str) -> str | None:
+        """The hash of the request that made the job under an idempotency key, if kept."""
+        rows = self._query("SELECT request_hash FROM idempotency WHERE job_id = ?", job_id)
+        return str(rows[0][0]) if rows else None
 
     def get(self, job_id: str) -> JobRow | None:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", job_id)

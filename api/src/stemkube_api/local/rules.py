@@ -51,17 +51,27 @@ class JobRow:
 
 def new_row(job: NewJob, models: Catalog, now: datetime.datetime) -> JobRow:
     """The job as it will run: the defaults of today are kept with it, so that a restart with
-    another default model runs it as it was asked."""
+    another default model runs it as it was asked. A job from a URL keeps its URL beside its
+    options (``SOURCE_URL_KEY``: the row has no column of its own for it)."""
+    options = catalogue.effective(job.request, models)
+    if job.source_url:
+        options[catalogue.SOURCE_URL_KEY] = job.source_url
     return JobRow(
         job_id=job.job_id,
         created_at=now,
         filename=job.filename,
-        options=catalogue.effective(job.request, models),
+        options=options,
         input_key=job.input_key,
         result_key=result_key(job.job_id),
         reason="Queued",
         message="waiting for a free worker",
     )
+
+
+def source_url(row: JobRow) -> str | None:
+    """The URL a job's song is fetched from; None for an upload."""
+    value = row.options.get(catalogue.SOURCE_URL_KEY)
+    return value if isinstance(value, str) and value else None
 
 
 def record_of(row: JobRow, models: Catalog) -> JobRecord:
@@ -90,7 +100,7 @@ def record_of(row: JobRow, models: Catalog) -> JobRecord:
 def separator_command(
     row: JobRow,
     program: list[str],
-    input_path: Path,
+    input_path: Path | str,
     output_path: Path,
     progress_file: Path,
     termination_log: Path,
@@ -99,7 +109,9 @@ def separator_command(
     precision: str = DEFAULT_PRECISION,
 ) -> list[str]:
     """``stemkube-separate`` for a job: the same options the operator gives a Job's pod, from
-    the same catalogue."""
+    the same catalogue. ``input_path``: a stored file, or a job's source URL (this command
+    line reaches a worker on its standard input, never a process's arguments: see
+    ``workers``)."""
     command = [
         *program,
         str(input_path),

@@ -214,10 +214,12 @@ class Workers:
         workdir = self.settings.work / row.job_id
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        # A URL job's URL goes in the request line on the worker's standard input (not in any
+        # process's arguments, which ps shows); the worker fetches it, its address checked.
         argv = rules.separator_command(
             row,
             [],
-            self.store.path(row.input_key),
+            rules.source_url(row) or self.store.path(row.input_key),
             self.store.path(row.result_key),
             progress_file(workdir),
             termination_log(workdir),
@@ -361,7 +363,8 @@ class Workers:
         if self.table.get(job_id) is None:
             # Deleted while it ran: whatever it wrote goes too.
             for key in (job.row.result_key, job.row.input_key):
-                self.store.delete(key)
+                if key:  # a URL job has no input of its own
+                    self.store.delete(key)
             log.info("job %s: cancelled (separator exit %s)", job_id, code)
             return
         result = rules.outcome(code, said, job.row.attempts, self.settings.max_attempts)
@@ -403,5 +406,6 @@ class Workers:
 
 def remove_files(settings: LocalSettings, store: LocalStore, row: rules.JobRow) -> None:
     for key in (row.input_key, row.result_key):
-        store.delete(key)
+        if key:  # a URL job has no input of its own
+            store.delete(key)
     (settings.logs / f"{row.job_id}.log").unlink(missing_ok=True)

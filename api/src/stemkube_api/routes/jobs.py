@@ -5,14 +5,23 @@ import contextlib
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.errors import ApiError, error_responses
+from stemkube_api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from stemkube_api.idempotency import REPLAYED_HEADER, validate_key
 from stemkube_api.interfaces import UnavailableError
 from stemkube_api.jobs import BadCursorError
-from stemkube_api.models import Deleted, JobList, JobStatus, Status, UploadResponse
+from stemkube_api.models import (
+    Deleted,
+    ErrorResponse,
+    JobList,
+    JobStatus,
+    Status,
+    UploadResponse,
+)
 from stemkube_api.services import ServicesDep, not_found
 from stemkube_api.settings import Settings
 from stemkube_api.sniff import ACCEPTED
@@ -33,7 +42,15 @@ def router(settings: Settings) -> APIRouter:
         methods=["POST"],
         tags=["jobs"],
         response_model=UploadResponse,
-        responses=error_responses(401, 403, 413, 415, 422, 429, 503),
+        responses={
+            **error_responses(401, 403, 413, 415, 422, 429, 503),
+            400: {"model": ErrorResponse, "description": "A malformed Idempotency-Key."},
+            409: {
+                "model": ErrorResponse,
+                "description": "The Idempotency-Key was used for another request (or more "
+                "than 24 hours ago, or its job is being deleted); nothing was stored.",
+            },
+        },
         openapi_extra=upload_body(settings),
         summary="Upload a song; its separation starts in the background",
     )
@@ -44,6 +61,18 @@ def router(settings: Settings) -> APIRouter:
 def upload_body(settings: Settings) -> dict[str, Any]:
     """The upload form's OpenAPI schema: the file, and each option from the catalogue."""
     return {
+        "parameters": [
+            {
+                "name": IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "1-255 printable ASCII characters (a UUID, say). The same key "
+                "(per API key) with the same request within 24 hours answers the first "
+                "response again, with `Idempotent-Replayed: true`, and creates nothing; with "
+                "another request (options, file), a 409.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -62,16 +91,22 @@ def upload_body(settings: Settings) -> dict[str, Any]:
                     }
                 }
             },
-        }
+        },
     }
 
 
-async def upload(request: Request, services: ServicesDep, caller: CallerDep) -> UploadResponse:
-    record = await UploadReceiver(services, caller=caller).receive(
+async def upload(
+    request: Request, response: Response, services: ServicesDep, caller: CallerDep
+) -> UploadResponse:
+    key = validate_key(request.headers.get(IDEMPOTENCY_HEADER))  # before the body
+    receiver = UploadReceiver(services, caller=caller, idempotency_key=key, path=request.url.path)
+    record = await receiver.receive(
         request.stream(),
         request.headers.get("content-type"),
         request.headers.get("content-length", ""),
     )
+    if receiver.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
     return UploadResponse(
         job_id=record.job_id,
         status="pending",

@@ -155,3 +155,47 @@ export function upload(file, fields, onProgress) {
   });
   return { promise, abort: () => xhr.abort() };
 }
+
+// Follows GET /jobs/{id}/events (Server-Sent Events) with fetch(), so that the key goes in the
+// Authorization header (a browser's EventSource sends none), calling onStatus with each
+// `status` event's job (the JSON of GET /status). Resolves false at once when the server offers
+// no stream (an older server, a proxy that buffers): the caller polls instead; true once the
+// stream ended (the job finished or went, the stream's lifetime, a cut, or `signal`).
+export async function followEvents(jobId, onStatus, signal) {
+  let response;
+  try {
+    response = await fetch(apiUrl(`/jobs/${encodeURIComponent(jobId)}/events`), {
+      headers: { Accept: "text/event-stream", ...authHeaders() },
+      cache: "no-store",
+      signal,
+    });
+  } catch {
+    return false;
+  }
+  const type = response.headers.get("content-type") || "";
+  if (!response.ok || !type.startsWith("text/event-stream") || !response.body) return false;
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replaceAll("\r\n", "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (event === "status" && data.length) onStatus(JSON.parse(data.join("\n")));
+      }
+    }
+  } catch {
+    // Aborted or cut: the list's next refresh takes over.
+  }
+  return true;
+}

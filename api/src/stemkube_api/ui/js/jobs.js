@@ -1,8 +1,8 @@
 // The caller's jobs, newest first, one page at a time (GET /jobs?limit=&cursor=), with live
-// phase and progress. How changes arrive is one function, watchJobs(): it polls now; a server's
-// event stream (GET /jobs/{id}/events) can take its place without touching the rest.
+// phase and progress: each active job on the page is followed by its event stream
+// (GET /jobs/{id}/events, JobList.follow); where the server offers none, watchJobs() polls.
 
-import { ApiError, deleteJob, getJson } from "./api.js";
+import { ApiError, deleteJob, followEvents, getJson } from "./api.js";
 import { el, formatBytes, formatWhen } from "./util.js";
 
 export const PAGE_SIZE = 10;
@@ -10,12 +10,9 @@ const POLL_MS = 1000;
 const ACTIVE = new Set(["pending", "processing"]);
 const WORDS = { pending: "Pending", processing: "Processing", completed: "Completed", failed: "Failed" };
 
-// Calls refresh() every POLL_MS while isActive() says some job is still moving, and once more
-// whenever poke() is called (an upload, a delete). Returns {poke, stop}. The one place to
-// replace for live events (GET /jobs/{id}/events): open one stream per active job and call
-// refresh() (or update that job's item) on each `status` event, keeping poke and stop. A
-// browser's EventSource sends no headers: with a key, read the stream with fetch() (the
-// Authorization header) and a ReadableStream reader instead.
+// Calls refresh() every POLL_MS while isActive() says some job is still moving and has no
+// event stream, and once more whenever poke() is called (an upload, a delete, a stream's end).
+// Returns {poke, stop}.
 export function watchJobs(refresh, isActive) {
   let timer = null;
   let stopped = false;
@@ -64,7 +61,12 @@ export class JobList {
     this.jobs = [];
     this.items = new Map(); // job_id -> {node, parts}
     this.loaded = false;
-    this.watch = watchJobs(() => this.refresh(), () => this.jobs.some((job) => ACTIVE.has(job.status)));
+    this.streams = new Map(); // job_id -> AbortController of its event stream
+    this.noEvents = false; // the server offers no event stream: poll
+    this.watch = watchJobs(
+      () => this.refresh(),
+      () => this.jobs.some((job) => ACTIVE.has(job.status) && !this.streams.has(job.job_id)),
+    );
     newer.addEventListener("click", () => this.go(-1));
     older.addEventListener("click", () => this.go(1));
     refreshButton.addEventListener("click", () => this.watch.poke());
@@ -112,7 +114,36 @@ export class JobList {
     this.render(page.jobs);
   }
 
+  // One event stream per active job on the page; each event updates that job's line at once.
+  follow(jobs) {
+    const shown = new Set(jobs.map((job) => job.job_id));
+    for (const [id, control] of this.streams) if (!shown.has(id)) control.abort();
+    if (this.noEvents) return;
+    for (const job of jobs) {
+      if (!ACTIVE.has(job.status) || this.streams.has(job.job_id)) continue;
+      const control = new AbortController();
+      this.streams.set(job.job_id, control);
+      followEvents(job.job_id, (status) => this.onStatus(status), control.signal)
+        .then((streamed) => {
+          if (!streamed) this.noEvents = true;
+        })
+        .finally(() => {
+          this.streams.delete(job.job_id);
+          if (!control.signal.aborted) this.watch.poke(); // its end, or polling from now on
+        });
+    }
+  }
+
+  onStatus(status) {
+    const index = this.jobs.findIndex((job) => job.job_id === status.job_id);
+    if (index < 0) return;
+    this.jobs[index] = status;
+    const item = this.items.get(status.job_id);
+    if (item) this.update(item, status);
+  }
+
   render(jobs) {
+    this.follow(jobs);
     const seen = new Set();
     let previous = null;
     for (const job of jobs) {
