@@ -216,3 +216,28 @@ def test_local_mode_retries_a_source_timeout_and_fails_the_rest_at_once() -> Non
     ]:
         once = rules.outcome(code, "why", 1, 3)
         assert (once.status, once.reason, once.message) == ("failed", reason, "why")
+
+
+def test_an_idempotency_key_makes_one_job_of_a_repeated_request(
+    client: TestClient, parts: tuple[TenantBackend, MemoryStore]
+) -> None:
+    """As on /upload: the same key and body answer the first job again and create nothing;
+    another body under the key is a 409; a bad key a 400."""
+    body = {"source": {"url": URL}, "options": {"format": "wav"}}
+    first = create(client, body, **{"Idempotency-Key": "order-42"})
+    assert first.status_code == 200, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = create(client, body, **{"Idempotency-Key": "order-42"})
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    backend, _ = parts
+    assert [n.job_id for n in backend.created] == [first.json()["job_id"]]
+    other = create(
+        client, {**body, "options": {"format": "flac"}}, **{"Idempotency-Key": "order-42"}
+    )
+    assert other.status_code == 409, other.text
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert create(client, body, **{"Idempotency-Key": "x" * 256}).status_code == 400
+    assert create(client, body).json()["job_id"] != first.json()["job_id"]  # no key: a new job
+    assert len(backend.created) == 2

@@ -29,6 +29,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -36,9 +37,19 @@ from stemkube_api.auth.caller import Caller
 from stemkube_api.errors import ApiError
 from stemkube_api.interfaces import IdempotentJob, JobBackend, JobExistsError
 from stemkube_api.jobs import JobRecord
+from stemkube_api.models import ErrorResponse
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# What a route taking the header may answer besides its own (OpenAPI ``responses``).
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": f"A malformed {HEADER}."},
+    409: {
+        "model": ErrorResponse,
+        "description": f"The {HEADER} was used for another request (or more than 24 hours "
+        "ago, or its job is being deleted); nothing was stored.",
+    },
+}
 MAX_KEY_LENGTH = 255
 WINDOW = datetime.timedelta(hours=24)
 OPEN_SCOPE = "open"

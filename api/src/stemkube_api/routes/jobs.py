@@ -12,11 +12,11 @@ from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from stemkube_api.idempotency import REPLAYED_HEADER, validate_key
+from stemkube_api.idempotency import RESPONSES as IDEMPOTENCY_RESPONSES
 from stemkube_api.interfaces import UnavailableError
 from stemkube_api.jobs import BadCursorError
 from stemkube_api.models import (
     Deleted,
-    ErrorResponse,
     JobList,
     JobStatus,
     Status,
@@ -44,12 +44,7 @@ def router(settings: Settings) -> APIRouter:
         response_model=UploadResponse,
         responses={
             **error_responses(401, 403, 413, 415, 422, 429, 503),
-            400: {"model": ErrorResponse, "description": "A malformed Idempotency-Key."},
-            409: {
-                "model": ErrorResponse,
-                "description": "The Idempotency-Key was used for another request (or more "
-                "than 24 hours ago, or its job is being deleted); nothing was stored.",
-            },
+            **IDEMPOTENCY_RESPONSES,
         },
         openapi_extra=upload_body(settings),
         summary="Upload a song; its separation starts in the background",

@@ -18,20 +18,23 @@ The sources to come (an upload in parts, ``upload_id``; an object in the caller'
 ``_prepare``."""
 
 import datetime
+import json
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from stemkube_api import idempotency
 from stemkube_api.auth.caller import Caller
 from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.auth.limits import Refusal, admit_job, counts_usage
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.interfaces import NewJob, UnavailableError
+from stemkube_api.jobs import JobRecord
 from stemkube_api.models import UploadResponse
 from stemkube_api.options import FIELDS, OptionError, parse_request
 from stemkube_api.services import Services, ServicesDep
@@ -163,11 +166,23 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)])
 @router.post(
     "/jobs",
     response_model=JobCreated,
-    responses=error_responses(401, 403, 422, 429, 503),
+    responses={**error_responses(401, 403, 422, 429, 503), **idempotency.RESPONSES},
     summary="Create a job from a source (a URL); its separation starts in the background",
 )
 async def create_job(
-    body: Annotated[CreateJob, Body()], services: ServicesDep, caller: CallerDep
+    body: Annotated[CreateJob, Body()],
+    response: Response,
+    services: ServicesDep,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            description="As on /upload: the same key (per API key) with the same body within "
+            "24 hours answers the first response again (`Idempotent-Replayed: true`) and "
+            "creates nothing; with another body, a 409.",
+        ),
+    ] = None,
 ) -> JobCreated:
     prepared = _prepare(body.source)
     request = parse_options(services, body.options)
@@ -175,29 +190,45 @@ async def create_job(
     problem = await run_in_threadpool(services.backend.model_problem, model)
     if problem:
         raise ApiError(503, f"model {model}: {problem}", "no_weights")
-    await _admit(services, caller, prepared.input_size or 0)
-    new = NewJob(
-        job_id=str(uuid.uuid4()),
-        request=request,
-        input_key=prepared.input_key,
-        filename=prepared.filename,
-        tenant=caller.tenant,
-        key_id=caller.key_id or None,
-        input_size=prepared.input_size,
-        source_url=prepared.source_url,
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    async def make(keyed: idempotency.Keyed | None) -> JobRecord:
+        await _admit(services, caller, prepared.input_size or 0)
+        new = NewJob(
+            job_id=keyed.job_id if keyed else str(uuid.uuid4()),
+            request=request,
+            input_key=prepared.input_key,
+            filename=prepared.filename,
+            tenant=caller.tenant,
+            key_id=caller.key_id or None,
+            input_size=prepared.input_size,
+            source_url=prepared.source_url,
+            idempotency_key=keyed.key_hash if keyed else None,
+            request_hash=keyed.request_hash if keyed else None,
+        )
+        try:
+            made = await run_in_threadpool(services.backend.create, new)
+        except UnavailableError as exc:
+            raise ApiError(503, f"service unavailable: {exc}", "unavailable") from None
+        services.metrics.jobs_created.inc()
+        log.info(
+            "job %s created from %s by key %s (tenant %s)",
+            made.job_id,
+            ", ".join(f"{k} {v}" for k, v in prepared.shown.items()),
+            caller.key_name,
+            caller.tenant,
+        )
+        return made
+
+    record, replayed = await idempotency.create_once(
+        services.backend,
+        caller,
+        idempotency_key,
+        idempotency.request_hash("POST", "/jobs", {}, canonical),
+        make,
     )
-    try:
-        record = await run_in_threadpool(services.backend.create, new)
-    except UnavailableError as exc:
-        raise ApiError(503, f"service unavailable: {exc}", "unavailable") from None
-    services.metrics.jobs_created.inc()
-    log.info(
-        "job %s created from %s by key %s (tenant %s)",
-        record.job_id,
-        ", ".join(f"{k} {v}" for k, v in prepared.shown.items()),
-        caller.key_name,
-        caller.tenant,
-    )
+    if replayed:
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
     return JobCreated(
         job_id=record.job_id,
         status="pending",
