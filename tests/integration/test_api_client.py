@@ -102,7 +102,7 @@ def test_stemkube_separate_and_friends(service: Service, tmp_path: Path) -> None
     assert karaoke_id in deleted.stdout
     gone = stemkube("status", karaoke_id, api=api)
     assert gone.returncode == 4
-    assert "not found" in gone.stderr
+    assert gone.stderr == f"stemkube: job {karaoke_id} not found\n"  # said once
 
 
 def test_stemkube_exit_codes(service: Service, tmp_path: Path) -> None:

@@ -116,7 +116,10 @@ class Api:
     def check(self, response: httpx.Response, what: str) -> httpx.Response:
         code = response.status_code
         if code == 404:
-            raise CliError(EXIT_NOT_FOUND, f"{what}: {_detail(response)}")
+            detail = _detail(response)
+            # The API's own words name the job already ("job X not found"): say them once.
+            said = detail if detail.startswith(what) else f"{what}: {detail}"
+            raise CliError(EXIT_NOT_FOUND, said)
         if code == 401:
             hint = (
                 f"the key of --api-key or ${KEY_ENV} was refused"
