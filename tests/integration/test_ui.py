@@ -6,6 +6,7 @@ downloaded, the job deleted, a non-audio file refused with the API's message, ax
 accessibility rules, and a service that requires a key. Screenshots of the main states go to
 ``.cache/ui-screenshots`` (copies of some are committed under ``api/docs/``)."""
 
+import json
 import wave
 import zipfile
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from stemkube_api.web import API_CSP, UI_CSP
-from tests.harness.api import ApiServer, mp3_song
+from tests.harness.api import ApiFactory, ApiServer, mp3_song
 from tests.harness.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -25,6 +26,7 @@ from tests.harness.browser import (
     chromium_missing,
 )
 from tests.harness.service import LocalService
+from tests.harness.stemkube import OperatorFactory
 
 pytestmark = [
     pytest.mark.integration,
@@ -379,3 +381,26 @@ def test_a_service_that_requires_a_key(local_service: LocalService, page: "Page"
     )
     expect(page.locator("#jobs li.job .name")).to_have_text("keyed.mp3")
     assert console.unexpected("status of 401") == []
+
+
+def test_the_page_in_kubernetes_mode(
+    start_operator: OperatorFactory, start_api: ApiFactory, page: "Page"
+) -> None:
+    """The same page on the API of Kubernetes mode (SeparationJobs, the operator, MinIO), as
+    the chart serves it: a song through it to its four stems, followed by its event stream."""
+    start_operator()
+    api = start_api(keyed=True)
+    assert api.key is not None
+    page.add_init_script(f"localStorage.setItem('stemkube.apiKey', {json.dumps(api.key)})")
+    console = Console(page)
+    open_page(page, api)
+    expect(page.locator("#jobs-state")).to_have_text(NO_JOBS)
+    choose_file(page, "cluster.mp3", "audio/mpeg", mp3_song(2.0))
+    job = page.locator("#jobs li.job")
+    expect(job).to_have_count(1)
+    expect(job).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    job.get_by_role("button", name="Open player: cluster.mp3").click()
+    expect(page.locator("#player")).to_have_attribute("data-state", "ready", timeout=60_000)
+    assert sorted(page.evaluate("window.stemkube.player.state()")["stems"]) == sorted(FOUR)
+    screenshot(page, "7-kubernetes-player")
+    assert console.unexpected() == []
