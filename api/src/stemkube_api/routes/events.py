@@ -49,6 +49,23 @@ MAX_STREAMS_ENV = "STEMKUBE_EVENT_STREAMS_MAX"
 LIFETIME_ENV = "STEMKUBE_EVENT_STREAM_SECONDS"
 RETRY_MS = 3000  # what a browser's EventSource waits before reconnecting
 TERMINAL = (COMPLETED, FAILED)
+# One event of the stream (OpenAPI 3.1 has no itemSchema: a text/event-stream's schema is, by
+# the usual reading (Schemathesis's too), the schema of each event).
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "deleted", "reconnect"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "status: the JSON of GET /status/{job_id}; deleted and reconnect: "
+            '{"job_id": ..., "detail": ...}',
+        },
+        "id": {"type": "string", "description": "The event's number in this stream."},
+        "retry": {"type": "integer"},
+    },
+}
 
 EXAMPLE = (
     "retry: 3000\n\n"
@@ -207,7 +224,7 @@ def router(limits: StreamLimits | None = None) -> APIRouter:
                 "`: ping` comments every 15 s without events. The stream closes after a "
                 "terminal status (completed, failed)."
             ),
-            "content": {MEDIA_TYPE: {"schema": {"type": "string"}, "example": EXAMPLE}},
+            "content": {MEDIA_TYPE: {"schema": EVENT_SCHEMA, "example": EXAMPLE}},
         },
         **error_responses(401, 404, 429, 503),
     }
