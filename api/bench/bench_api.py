@@ -105,6 +105,7 @@ class UploadResult:
     rss_before_mib: float
     peak_before_mib: float
     peak_during_mib: float
+    api_cpu_seconds: float
 
     @property
     def api_rate(self) -> float:
@@ -113,6 +114,20 @@ class UploadResult:
     @property
     def direct_rate(self) -> float:
         return self.size / MB / self.direct_seconds
+
+
+@dataclass
+class DirectResult:
+    """A direct upload (POST /uploads, the parts PUT to presigned URLs, complete): the bytes
+    go client -> MinIO; the API only presigns, completes and sniffs the first bytes."""
+
+    size: int
+    part_size: int
+    parts: int
+    seconds: float
+    peak_before_mib: float
+    peak_during_mib: float
+    api_cpu_seconds: float
 
 
 @dataclass
@@ -132,16 +147,59 @@ class StatusResult:
         return len(self.latencies) / self.seconds
 
 
+def measure_direct(api: ApiServer, s3: Minio, size: int) -> DirectResult:
+    os.sync()
+    pid = api.process.popen.pid
+    with api.client() as http, httpx.Client(timeout=600) as store:
+        http.get("/jobs")
+        peak_before, cpu_before = api.peak_rss_mib(), cpu_seconds(pid)
+        print(f"uploading {format_size(size)} directly (presigned parts) ...", flush=True)
+        started = time.perf_counter()
+        created = http.post("/uploads", json={"filename": "bench.wav", "size": size})
+        if created.status_code != 200:
+            raise RuntimeError(f"POST /uploads: {created.status_code} {created.text}")
+        upload = created.json()
+        chunks = GeneratedReader(wav_of(size))
+        done_parts = []
+        for part in upload["parts"]:
+            sent = store.put(part["url"], content=chunks.read(upload["part_size"]))
+            sent.raise_for_status()
+            done_parts.append({"number": part["number"], "etag": sent.headers["etag"]})
+        done = http.post(
+            f"/uploads/{upload['upload_id']}/complete", json={"parts": done_parts}, timeout=600
+        )
+        if done.status_code != 200:
+            raise RuntimeError(f"complete: {done.status_code} {done.text}")
+        seconds = time.perf_counter() - started
+        peak_during, cpu = api.peak_rss_mib(), cpu_seconds(pid) - cpu_before
+        job_id = done.json()["job_id"]
+        stored = s3.stat_object(BUCKET, input_key(job_id, "wav")).size
+        if stored != size:
+            raise RuntimeError(f"the direct upload stored {stored} bytes of {size}")
+        http.delete(f"/job/{job_id}").raise_for_status()
+    return DirectResult(
+        size,
+        upload["part_size"],
+        len(upload["parts"]),
+        seconds,
+        peak_before,
+        peak_during,
+        cpu,
+    )
+
+
 def measure_uploads(api: ApiServer, s3: Minio, size: int, limit: int) -> UploadResult:
     # Each run starts with MinIO's disk written back, so neither pays for the other's writes.
     os.sync()
     with api.client() as http:
         http.get("/jobs")  # the routes and the watch cache are warm before the baseline
         rss_before, peak_before = api.rss_mib(), api.peak_rss_mib()
+        cpu_before = cpu_seconds(api.process.popen.pid)
         print(f"uploading {format_size(size)} through the API ...", flush=True)
         started = time.perf_counter()
         response = post_generated_wav(http, "bench.wav", size, timeout=1800)
         api_seconds = time.perf_counter() - started
+        api_cpu = cpu_seconds(api.process.popen.pid) - cpu_before
         if response.status_code != 200:
             raise RuntimeError(f"upload through the API: {response.status_code} {response.text}")
         peak_during = api.peak_rss_mib()
@@ -175,7 +233,7 @@ def measure_uploads(api: ApiServer, s3: Minio, size: int, limit: int) -> UploadR
         raise RuntimeError(f"the direct upload stored {stored} bytes of {size}")
     s3.remove_object(BUCKET, key)
     return UploadResult(
-        size, part_size, api_seconds, direct_seconds, rss_before, peak_before, peak_during
+        size, part_size, api_seconds, direct_seconds, rss_before, peak_before, peak_during, api_cpu
     )
 
 
@@ -303,6 +361,7 @@ def set_up_cluster(kubeconfig: Path, kube: client.ApiClient, s3: Minio) -> None:
 def api_env(kubeconfig: Path, minio: MinioServer, limit: int) -> dict[str, str]:
     return {
         "KUBECONFIG": str(kubeconfig),
+        "STEMKUBE_AUTH": "off",  # throughput, not keys: one less lookup per request
         "STEMKUBE_NAMESPACE": NAMESPACE,
         "STEMKUBE_BUCKET": BUCKET,
         "MAX_FILE_SIZE": str(limit),
@@ -313,7 +372,7 @@ def api_env(kubeconfig: Path, minio: MinioServer, limit: int) -> dict[str, str]:
     }
 
 
-def report(upload: UploadResult, status: StatusResult) -> None:
+def report(upload: UploadResult, status: StatusResult, direct: DirectResult) -> None:
     size = format_size(upload.size)
     ms = [x * 1000 for x in status.latencies]
     list_ms = [x * 1000 for x in status.list_latencies]
@@ -324,6 +383,17 @@ def report(upload: UploadResult, status: StatusResult) -> None:
         f"minio put_object, {format_size(upload.part_size)} parts one at a time)"
     )
     print(f"ratio API/direct: {upload.api_rate / upload.direct_rate:7.2f}")
+    print(
+        f"direct upload (POST /uploads, {direct.parts} presigned parts of "
+        f"{format_size(direct.part_size)}, complete): {direct.size / MB / direct.seconds:.1f} MB/s "
+        f"({direct.seconds:.2f} s); API process: {direct.api_cpu_seconds:.2f} s CPU, peak RSS "
+        f"{direct.peak_during_mib:.0f} MiB (before {direct.peak_before_mib:.0f} MiB)"
+    )
+    cpu_ratio = direct.api_cpu_seconds / max(upload.api_cpu_seconds, 1e-9)
+    print(
+        f"API process CPU for {size}: {upload.api_cpu_seconds:.2f} s through /upload, "
+        f"{direct.api_cpu_seconds:.2f} s direct (ratio {cpu_ratio:.3f})"
+    )
     print(
         f"API peak RSS during {size} upload: {upload.peak_during_mib:.0f} MiB "
         f"(before: {upload.rss_before_mib:.0f} MiB; peak before: {upload.peak_before_mib:.0f} MiB)"
@@ -383,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             set_up_cluster(plane.kubeconfig, kube, s3)
             api = launch_api("api", api_env(plane.kubeconfig, minio, limit), logs)
             stack.callback(api.stop)
+            direct = measure_direct(api, s3, size)
             upload = measure_uploads(api, s3, size, limit)
             status = measure_status(api, kube, args.jobs, args.concurrency, args.seconds)
         except Exception:
@@ -390,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             for process in [*plane.processes, minio.process, *([api.process] if api else [])]:
                 print(f"== {process.name} log tail ==\n{process.log_tail(20)}", file=sys.stderr)
             raise
-    report(upload, status)
+    report(upload, status, direct)
     return 0
 
 

@@ -34,6 +34,7 @@ from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.stemkube import OperatorFactory
 from tests.harness.urlserver import ALLOW_LOOPBACK
+from tests.harness.webhook_receiver import WEBHOOK_ENV
 
 BACKENDS = ("kubernetes", "local")
 
@@ -209,6 +210,7 @@ class LocalService:
         # Test only: URL jobs may fetch from the tier's loopback server (urlserver); the API
         # hands its environment to its workers.
         full_env.update(ALLOW_LOOPBACK)
+        full_env.update(WEBHOOK_ENV)  # webhooks: the test secret, retries a second apart
         full_env.update(env)
         server = launch_api(
             f"api-local-{len(self.started)}",

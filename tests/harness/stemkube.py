@@ -21,6 +21,7 @@ from tests.harness.fixtures import Cluster, kubectl
 from tests.harness.minio import MinioServer
 from tests.harness.tools import REPO_ROOT
 from tests.harness.urlserver import ALLOW_LOOPBACK
+from tests.harness.webhook_receiver import WEBHOOK_ENV
 
 CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
 SEPARATOR_IMAGE = "stemkube/separator:dev"
@@ -161,6 +162,8 @@ def start_operator(
                 "STEMKUBE_MEMORY_REQUEST": "256Mi",
                 # Test only: URL jobs may fetch from the tier's loopback server (urlserver).
                 **ALLOW_LOOPBACK,
+                # Webhooks signed with the test secret, retried a second apart.
+                **WEBHOOK_ENV,
                 **env,
             },
         )

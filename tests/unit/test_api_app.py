@@ -392,7 +392,7 @@ def test_openapi_is_complete(client: TestClient) -> None:
         assert name in schemas
     form = paths["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     # The form is the catalogue: every option, with its values and bounds.
-    assert set(form["properties"]) == {"file", *catalogue.NAMES}
+    assert set(form["properties"]) == {"file", "webhook_url", *catalogue.NAMES}
     assert form["properties"]["bitrate"]["enum"] == list(catalogue.MP3_BITRATES)
     assert form["properties"]["model"]["enum"] == list(MODELS.names)
     assert form["properties"]["shifts"]["maximum"] == catalogue.BY_NAME["shifts"].maximum

@@ -29,6 +29,7 @@ NON_OPTION_FIELDS = {
     "queueName",
     "labels",
     "annotations",
+    "webhook",
 }
 
 

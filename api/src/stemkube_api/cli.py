@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from stemkube_api.startup import Launch, ReadyServer, local_summary
+from stemkube_contract import webhooks
+from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.models import (
     DEFAULT_MODEL,
     MODELS_ENV,
@@ -35,7 +37,16 @@ if TYPE_CHECKING:
     from stemkube_api.metrics import MetricsServer
     from stemkube_api.settings import AuthMode
 
-LOCAL_FLAGS = ("data_dir", "workers", "model", "models", "model_repo", "ttl", "precision")
+LOCAL_FLAGS = (
+    "data_dir",
+    "workers",
+    "model",
+    "models",
+    "model_repo",
+    "ttl",
+    "precision",
+    "webhook_secret_file",
+)
 DESCRIBE_TIMEOUT = 300.0
 KUBERNETES_METRICS_PORT = 9090
 # (folder) -> the models in it, with their sources
@@ -117,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help=f"the model's arithmetic in every separation (env {PRECISION_ENV}; default "
         f"{DEFAULT_PRECISION}: TF32 on a GPU that has it, else fp32)",
+    )
+    local.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        help="file whose content signs the webhooks (env STEMKUBE_WEBHOOK_SECRET gives the "
+        "secret itself; default: one generated in the data folder, webhook-secret)",
     )
     return parser
 
@@ -225,6 +242,11 @@ def local_settings(
     if precision not in PRECISIONS:
         raise CliError(f"{PRECISION_ENV}: {precision!r} is not one of {', '.join(PRECISIONS)}")
     data_dir = (args.data_dir or default_data_dir(env)).resolve()
+    try:
+        backoff = webhooks.Backoff.from_env(env)
+        policy = AddressPolicy.from_env(env)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     return LocalSettings(
         data_dir=data_dir,
         workers=workers,
@@ -234,6 +256,10 @@ def local_settings(
         expiry_interval=expiry_interval(env, ttl),
         gpus=gpus,
         precision=precision,
+        webhook_secret_file=args.webhook_secret_file,
+        webhook_backoff=backoff,
+        url_policy=policy,
+        public_url=env.get("STEMKUBE_PUBLIC_URL") or None,
     )
 
 
@@ -285,6 +311,7 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI
     from stemkube_api.local.backend import LocalBackend
     from stemkube_api.local.records import SchemaError
     from stemkube_api.local.store import LocalStore
+    from stemkube_api.local.webhooks import SecretError
     from stemkube_api.settings import load_settings
 
     settings = local_settings(args, env)
@@ -293,7 +320,7 @@ def local_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[FastAPI
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = LocalStore(settings.objects)
         backend = LocalBackend(settings, store)
-    except (OSError, SchemaError) as exc:
+    except (OSError, SchemaError, SecretError) as exc:
         raise CliError(f"--data-dir {settings.data_dir}: {exc}") from None
     # MAX_FILE_SIZE applies as in Kubernetes mode; local files have no presigned URLs.
     api_settings = replace(

@@ -3,9 +3,9 @@ custom resources and S3 (kubernetes/); local mode with worker processes and loca
 (local/). All methods are blocking: the API calls them from worker threads."""
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stemkube_api.auth.limits import Usage
 from stemkube_api.jobs import JobPage, JobRecord
@@ -79,6 +79,55 @@ class ObjectStore(Protocol):
 
 
 @dataclass(frozen=True)
+class UploadedPart:
+    """One part of a multipart upload, as its PUT answered: its number (from 1) and ETag."""
+
+    number: int
+    etag: str
+
+
+class PartsError(ValueError):
+    """``complete_multipart``: the parts named are not the ones uploaded (a missing part, a
+    wrong ETag, a part but the last under the store's minimum size)."""
+
+
+class PartWriter(ObjectWriter, Protocol):
+    etag: str  # once committed: what the client names the part by when it completes
+
+
+@runtime_checkable
+class MultipartStore(Protocol):
+    """Direct uploads (``uploads``): an object written in parts that the client sends itself,
+    to presigned URLs (S3) or to the API's own part route (local files). ``upload_id`` is the
+    store's id of the multipart upload."""
+
+    def begin_multipart(self, key: str, content_type: str) -> str: ...
+
+    def part_url(
+        self, key: str, upload_id: str, number: int, expires: datetime.timedelta
+    ) -> str | None:
+        """A URL that takes part ``number`` by PUT without credentials; None where the API
+        takes the parts itself (``part_writer``)."""
+        ...
+
+    def part_writer(self, upload_id: str, number: int, limit: int) -> "PartWriter":
+        """Where the API writes a part it takes itself (``commit`` answers its size; ``etag``
+        after commit). Only a store whose ``part_url`` is None."""
+        ...
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None:
+        """The object appears under ``key``. Raises PartsError, ObjectNotFoundError (no such
+        upload: aborted, or completed already)."""
+        ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Removes the parts; aborting what is not there is success."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
 class NewJob:
     job_id: str
     request: Options  # the options given (validated); the defaults stay implicit
@@ -94,6 +143,9 @@ class NewJob:
     # request's hash, kept with the job (its id is derived from the key).
     idempotency_key: str | None = None
     request_hash: str | None = None
+    # Where the job's outcome is POSTed when it ends (``stemkube_contract.webhooks``): the
+    # request's, else the deployment's default; its form checked. Never shown with its query.
+    webhook_url: str | None = None
 
 
 class JobExistsError(Exception):

@@ -30,6 +30,7 @@ from stemkube_contract.resource import (
     status_of,
 )
 from stemkube_contract.timefmt import parse_time, precise_stamp
+from stemkube_contract.webhooks import Delivery
 
 PENDING, PROCESSING, COMPLETED, FAILED = (
     STATUS_PENDING,
@@ -41,10 +42,15 @@ __all__ = ["CREATED_AT_ANNOTATION", "STATUSES", "result_key", "status_of", "vali
 STEM_MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
 
 
+# A direct upload's object is named before its bytes are seen: a file name without a known
+# audio extension gets this one (the separator tells the format from the bytes anyway).
+UNKNOWN_EXTENSION = "bin"
+
+
 def input_key(job_id: str, extension: str, tenant: str | None = None) -> str:
-    """Where an upload is stored: the job id and an extension from the sniffer's allow-list,
-    under its tenant's prefix."""
-    if extension not in EXTENSIONS:
+    """Where an upload is stored: the job id and an extension from the sniffer's allow-list
+    (or ``UNKNOWN_EXTENSION``), under its tenant's prefix."""
+    if extension not in EXTENSIONS and extension != UNKNOWN_EXTENSION:
         raise ValueError(f"not an allowed extension: {extension!r}")
     return keys.input_key(job_id, extension, tenant)
 
@@ -166,6 +172,10 @@ class JobRecord:
     message: str | None = None
     result_size: int | None = None
     tenant: str | None = None  # None: no tenant (before keys, or made with kubectl)
+    # The job's webhook (full URL: shown without its query) and how its delivery stands
+    # (None: no attempt yet).
+    webhook_url: str | None = None
+    webhook: Delivery | None = None
 
     @property
     def model(self) -> str:
@@ -232,6 +242,8 @@ def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobReco
         result_key=result.get("key") or output_ref.get("key", ""),
         result_size=result.get("size"),
         tenant=(meta.get("labels") or {}).get(TENANT_LABEL) or None,
+        webhook_url=(spec.get("webhook") or {}).get("url") or None,
+        webhook=Delivery.from_status(status.get("webhook")),
     )
 
 

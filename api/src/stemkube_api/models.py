@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from stemkube_api.jobs import JobRecord
+from stemkube_contract import webhooks
 from stemkube_contract.models import Catalog
 
 Status = Literal["pending", "processing", "completed", "failed"]
@@ -38,6 +39,35 @@ class UploadResponse(BaseModel):
     created_at: datetime.datetime
 
 
+class WebhookStatus(BaseModel):
+    url: str = Field(description="Where the outcome is POSTed, without its query.")
+    state: Literal["Pending", "Delivered", "Failed", "Refused"] = Field(
+        description="Pending (not yet delivered: more attempts come), Delivered (a 2xx "
+        "answer), Failed (none within 24 hours), Refused (the address check refused it: "
+        "never contacted)."
+    )
+    attempts: int = Field(0, description="POSTs sent so far.")
+    last_status: int | None = Field(None, description="HTTP status of the last answer.")
+    last_error: str | None = Field(None, description="Why the last attempt failed.")
+    delivered_at: datetime.datetime | None = None
+    next_attempt_at: datetime.datetime | None = None
+    event_id: str | None = Field(None, description="The Stemkube-Event-Id of its POSTs.")
+
+    @classmethod
+    def of(cls, url: str, delivery: webhooks.Delivery | None) -> "WebhookStatus":
+        d = delivery or webhooks.Delivery()
+        return cls(
+            url=webhooks.shown(url),
+            state=d.state,  # type: ignore[arg-type]
+            attempts=d.attempts,
+            last_status=d.last_status,
+            last_error=d.last_error,
+            delivered_at=d.delivered_at,
+            next_attempt_at=d.next_attempt_at,
+            event_id=d.event_id,
+        )
+
+
 class JobStatus(BaseModel):
     job_id: str
     status: Status
@@ -66,6 +96,9 @@ class JobStatus(BaseModel):
         description="The tenant the job belongs to, shown to admin keys only (null for other "
         "keys, and for jobs of no tenant).",
     )
+    webhook: WebhookStatus | None = Field(
+        None, description="The job's webhook and how its delivery stands (null: none)."
+    )
 
     @classmethod
     def of(cls, record: JobRecord, show_tenant: bool = False) -> "JobStatus":
@@ -91,6 +124,9 @@ class JobStatus(BaseModel):
             size=record.result_size if done else None,
             download_url=f"/download/{record.job_id}" if done else None,
             tenant=record.tenant if show_tenant else None,
+            webhook=WebhookStatus.of(record.webhook_url, record.webhook)
+            if record.webhook_url
+            else None,
         )
 
 

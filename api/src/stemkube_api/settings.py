@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stemkube_api.sizes import format_size, parse_size
+from stemkube_contract import webhooks
 from stemkube_contract.limits import DEFAULT_MAX_FILE_SIZE, max_file_size_from_env
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
 from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
@@ -49,6 +50,9 @@ class Settings:
     # Origins whose browser pages may call the API (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
     auth: AuthMode = "required"
+    # The webhook of jobs that name none (STEMKUBE_WEBHOOK_URL; the chart's
+    # webhooks.defaultUrl): stored with each such job when it is created.
+    webhook_url: str | None = None
 
     @property
     def max_file_size_text(self) -> str:
@@ -112,6 +116,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         limits = parse_limits(env.get(LIMITS_ENV, ""))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    webhook_url = env.get(webhooks.DEFAULT_URL_ENV, "").strip() or None
+    if webhook_url is not None and (problem := webhooks.url_problem(webhook_url)):
+        raise SettingsError(f"{webhooks.DEFAULT_URL_ENV}: {problem}")
     return Settings(
         models=models,
         limits=limits,
@@ -132,4 +139,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kubeconfig=env.get("KUBECONFIG") or None,
         cors_origins=parse_origins(env.get("STEMKUBE_CORS_ORIGINS", "")),
         auth=parse_auth(env),
+        webhook_url=webhook_url,
     )

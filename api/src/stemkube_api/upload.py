@@ -60,6 +60,7 @@ from stemkube_api.jobs import JobRecord, clean_filename, input_key
 from stemkube_api.options import FIELDS, OptionError, check_field, parse_request
 from stemkube_api.services import Services
 from stemkube_api.sniff import ACCEPTED, SNIFF_BYTES, NotAudioError, sniff
+from stemkube_contract import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ FORM_SLACK = 64 * 1024
 # so that the client, still sending, gets the answer rather than a broken connection.
 DRAIN_LIMIT = 64 * 1024 * 1024
 WRITE_BATCH = 1024 * 1024
+# The form's field for the job's webhook (not an option: ``stemkube_contract.webhooks``).
+WEBHOOK_FIELD = "webhook_url"
 
 
 class UploadReceiver:
@@ -105,6 +108,7 @@ class UploadReceiver:
         self.replayed = False
         # What the form has said so far.
         self.fields: dict[str, str] = {}
+        self.webhook_url: str | None = None  # the form's webhook_url field, if sent
         self.filename: str | None = None  # once the file's part has started
         self.file_done = False  # once it has ended
         # The file: its first bytes (head) until they tell its format; then a writer under
@@ -209,13 +213,24 @@ class UploadReceiver:
             self._field(event)
 
     def _field(self, event: Field) -> None:
+        if event.name == WEBHOOK_FIELD:
+            if self.webhook_url is not None:
+                raise ApiError(422, f"{event.name}: given twice")
+            self.webhook_url = event.value.strip()
+            if self.webhook_url and (problem := webhooks.url_problem(self.webhook_url)):
+                raise ApiError(422, f"{WEBHOOK_FIELD}: {problem}")
+            if self.hasher is not None:
+                self.hasher.field(event.name, event.value)
+            return
         if event.name == "file":
             raise ApiError(422, "file: must be a file upload, not a text field")
         if event.name in self.fields:
             raise ApiError(422, f"{event.name}: given twice")
         if event.name not in FIELDS:
             raise ApiError(
-                422, f"{event.name}: unknown field; the form takes file, {', '.join(FIELDS)}"
+                422,
+                f"{event.name}: unknown field; the form takes file, {', '.join(FIELDS)}, "
+                f"{WEBHOOK_FIELD}",
             )
         if event.value.strip():
             check_field(event.name, event.value)
@@ -316,6 +331,7 @@ class UploadReceiver:
             input_size=self.stored,
             idempotency_key=self.key_hash,
             request_hash=self.hasher.hexdigest() if self.hasher is not None else None,
+            webhook_url=self.webhook_url or self.settings.webhook_url,
         )
         try:
             return await run_in_threadpool(self.services.backend.create, new)

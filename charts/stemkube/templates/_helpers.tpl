@@ -26,6 +26,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if $registry -}}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{- else -}}{{ printf "%s:%s" .image.repository $tag }}{{- end -}}
 {{- end -}}
 
+{{- define "stemkube.webhookSecret" -}}
+{{- .Values.webhooks.secretName | default (printf "%s-webhooks" (include "stemkube.fullname" .)) -}}
+{{- end -}}
+
 {{- define "stemkube.storageSecret" -}}
 {{- if .Values.minio.enabled -}}{{ include "stemkube.fullname" . }}-storage{{- else -}}{{ required "storage.external.existingSecret is required when minio.enabled is false" .Values.storage.external.existingSecret }}{{- end -}}
 {{- end -}}

@@ -24,14 +24,24 @@ import httpx
 from rich.console import Console
 
 from stemkube_client import __version__
+from stemkube_client.direct import upload_direct
 from stemkube_client.progress import PERCENT, Progress
 from stemkube_client.table import print_jobs
 from stemkube_contract import options as catalogue
+from stemkube_contract.limits import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://localhost:8000"
 KEY_ENV = "STEMKUBE_API_KEY"
 CHUNK = 256 * 1024
+DIRECT_UPLOAD_THRESHOLD = 64 * 1024 * 1024
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class CliError(Exception):
@@ -377,7 +387,10 @@ def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(EXIT_USAGE, f"no such file: {path}")
-    created = upload(api, path, _fields(args), progress)
+    if path.stat().st_size > args.direct_upload_threshold:
+        created = upload_direct(api, path, _fields(args), progress)
+    else:
+        created = upload(api, path, _fields(args), progress)
     job_id = created["job_id"]
     progress.say(f"job {job_id} created")
     status = follow(api, job_id, progress, args.poll_interval, not args.poll)
@@ -505,6 +518,14 @@ def _parser() -> argparse.ArgumentParser:
         "--poll",
         action="store_true",
         help="poll /status instead of following the server's event stream",
+    )
+    separate.add_argument(
+        "--direct-upload-threshold",
+        type=_size,
+        default=DIRECT_UPLOAD_THRESHOLD,
+        metavar="BYTES",
+        help="files larger than this go in parts straight to the server's storage "
+        "(POST /uploads) instead of through /upload (default 64MiB; e.g. 100MB, 1GiB)",
     )
     separate.set_defaults(run=cmd_separate)
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stemkube_contract import webhooks
 from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
 from stemkube_contract.limits import max_file_size_from_env
@@ -71,6 +72,13 @@ class OperatorConfig:
     # urlImport.clusterCIDRs) and, for tests only, those allowed whatever the rules say
     # (STEMKUBE_URL_ALLOW_CIDRS): both passed to every separator (``jobspec``).
     url_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    # Webhooks (``webhooks``): the deployment's signing secret (STEMKUBE_WEBHOOK_SECRET, from
+    # the chart's Secret; never shown), the retry schedule, and the API's public address for
+    # the payload's links (STEMKUBE_PUBLIC_URL; none: paths). Their addresses are checked
+    # with ``url_policy``.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_backoff: webhooks.Backoff = field(default_factory=webhooks.Backoff)
+    public_url: str | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -138,6 +146,13 @@ def _url_policy(env: Mapping[str, str]) -> AddressPolicy:
         raise ConfigError(str(exc)) from None
 
 
+def _webhook_backoff(env: Mapping[str, str]) -> webhooks.Backoff:
+    try:
+        return webhooks.Backoff.from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _batch_max(env: Mapping[str, str]) -> int:
     try:
         return parse_max_per_job(env.get(MAX_PER_JOB_ENV))
@@ -189,4 +204,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
             _int(env, "STEMKUBE_EXPIRY_INTERVAL_SECONDS", int(defaults.expiry_interval_seconds), 1)
         ),
         url_policy=_url_policy(env),
+        webhook_secret=env.get(webhooks.SECRET_ENV) or None,
+        webhook_backoff=_webhook_backoff(env),
+        public_url=env.get("STEMKUBE_PUBLIC_URL") or None,
     )

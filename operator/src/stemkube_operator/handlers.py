@@ -2,17 +2,21 @@
 
 A SeparationJob is synced when it is created or the operator resumes, when its Job or one of
 its pods changes, and every few seconds while it is unfinished (the safety net for anything
-missed, and how a queued job notices a free slot). Finished ones are left to expiry.py.
+missed, and how a queued job notices a free slot). Finished ones are left to expiry.py, but
+for a webhook still to deliver (a timer of its own while it has one: webhooks.py).
 """
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import kopf
 
+from stemkube_contract import webhooks as contract_webhooks
 from stemkube_contract.batch import MEMBERS_ANNOTATION, decode_members
 from stemkube_contract.timefmt import parse_time
+from stemkube_operator import webhooks
 from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
 from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
 from stemkube_operator.status import TERMINAL
@@ -21,6 +25,19 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "stemkube.io/cleanup"
 RESYNC_SECONDS = 5.0
+
+
+def _webhook_tick() -> float:
+    """How often a finished SeparationJob with a webhook to deliver looks whether an attempt
+    is due (the first retry's delay, at most RESYNC_SECONDS); a bad value is the
+    configuration's to refuse."""
+    try:
+        return contract_webhooks.Backoff.from_env(os.environ).tick()
+    except ValueError:
+        return RESYNC_SECONDS
+
+
+WEBHOOK_TICK = _webhook_tick()
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -60,6 +77,10 @@ def _everyone(index: Any) -> Iterable[dict[str, Any]]:
 
 def _unfinished(status: Any, **_: Any) -> bool:
     return (status or {}).get("phase") not in TERMINAL
+
+
+def _webhook_pending(spec: Any, status: Any, **_: Any) -> bool:
+    return webhooks.pending(spec, status)
 
 
 @kopf.on.startup()
@@ -126,6 +147,14 @@ def on_separation_job(namespace: str | None, name: str, memo: Any, **kwargs: Any
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, when=_unfinished)
 def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     _sync(memo, namespace, name, kwargs)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=WEBHOOK_TICK, when=_webhook_pending)
+def webhook(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A finished SeparationJob's webhook, while it has one to deliver: an attempt when one is
+    due (``webhooks``; the SeparationJob is read afresh first)."""
+    if namespace:
+        webhooks.attempt(_runtime(memo), namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})

@@ -90,6 +90,8 @@ def manifest(
         "output": {"bucket": bucket, "key": output_key},
         **catalogue.to_spec(options),
     }
+    if job.webhook_url:  # sent by the operator's leader when the job ends
+        spec["webhook"] = {"url": job.webhook_url}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -6,7 +6,7 @@ import datetime
 import logging
 import math
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import urllib3
@@ -14,12 +14,21 @@ from minio import Minio
 from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
-from stemkube_api.interfaces import ObjectInfo, ObjectNotFoundError, TooLargeError, UnavailableError
+from stemkube_api.interfaces import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    PartsError,
+    TooLargeError,
+    UnavailableError,
+    UploadedPart,
+)
 from stemkube_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload")
+# complete_multipart_upload's answers for parts that are not the ones uploaded.
+BAD_PARTS = ("InvalidPart", "InvalidPartOrder", "EntityTooSmall")
 MIN_PART_SIZE = 8 * 1024 * 1024  # S3: at least 5 MiB per part but the last
 MAX_PARTS = 10_000
 CHUNK = 256 * 1024
@@ -235,6 +244,61 @@ class S3Store:
             ]
         except S3Error as exc:
             raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage unreachable: {exc}") from exc
+
+    # Direct uploads (MultipartStore): the client PUTs the parts to presigned URLs. The
+    # client's multipart calls are minio 7.2's underscore-named ones, as S3Writer's.
+
+    def begin_multipart(self, key: str, content_type: str) -> str:
+        try:
+            upload_id: str = self._s3._create_multipart_upload(
+                self._bucket, key, {"Content-Type": content_type}
+            )
+        except S3Error as exc:
+            raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage unreachable: {exc}") from exc
+        return upload_id
+
+    def part_url(
+        self, key: str, upload_id: str, number: int, expires: datetime.timedelta
+    ) -> str | None:
+        """S3's UploadPart, presigned (query-string SigV4) on the public endpoint if set."""
+        try:
+            url: str = self._presigner.get_presigned_url(
+                "PUT",
+                self._bucket,
+                key,
+                expires=expires,
+                extra_query_params={"uploadId": upload_id, "partNumber": str(number)},
+            )
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage: cannot presign a URL: {exc}") from exc
+        return url
+
+    def part_writer(self, upload_id: str, number: int, limit: int) -> Any:
+        raise NotImplementedError("S3 parts go to their presigned URLs, not through the API")
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None:
+        listed = [Part(p.number, p.etag) for p in parts]
+        try:
+            self._s3._complete_multipart_upload(self._bucket, key, upload_id, listed)
+        except S3Error as exc:
+            if exc.code in BAD_PARTS:
+                raise PartsError(exc.message or exc.code) from None
+            if exc.code in MISSING:
+                raise ObjectNotFoundError(key) from None
+            raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage unreachable: {exc}") from exc
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._s3._abort_multipart_upload(self._bucket, key, upload_id)
+        except S3Error as exc:
+            if exc.code not in MISSING:
+                raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
         except STORE_ERRORS as exc:
             raise UnavailableError(f"storage unreachable: {exc}") from exc
 

@@ -2,6 +2,7 @@
 row's owner (tenant, key) is kept beside it (``records.Owned``)."""
 
 import datetime
+import os
 import sqlite3
 from dataclasses import replace
 
@@ -20,6 +21,7 @@ from stemkube_api.local import rules
 from stemkube_api.local.records import JobTable, Owned
 from stemkube_api.local.settings import LocalSettings
 from stemkube_api.local.store import LocalStore
+from stemkube_api.local.webhooks import WebhookSender, load_secret
 from stemkube_api.local.weights import Weights
 from stemkube_api.local.workers import Workers, remove_files
 from stemkube_contract.usage import WINDOW
@@ -36,21 +38,30 @@ class LocalBackend:
         self.table = JobTable(settings.database)
         self.workers = Workers(settings, self.table, store)
         self.weights = Weights(settings.models, settings.model_repo)
+        # Before anything starts: a bad --webhook-secret-file stops the start.
+        self.webhooks = WebhookSender(settings, self.table, load_secret(settings, os.environ))
 
     def start(self) -> None:
         self.workers.recover()
         self.workers.start()
+        self.webhooks.start()
         # What it serves and whether it can: the start's ready line (``startup``) says it.
 
     def model_problem(self, model: str) -> str | None:
         return self.weights.problem(model)
 
     def stop(self) -> None:
+        self.webhooks.stop()
         self.workers.stop()
         self.table.close()
 
     def _record(self, owned: Owned) -> JobRecord:
-        return replace(rules.record_of(owned.row, self.settings.models), tenant=owned.tenant)
+        return replace(
+            rules.record_of(owned.row, self.settings.models),
+            tenant=owned.tenant,
+            webhook_url=owned.webhook_url,
+            webhook=owned.webhook,
+        )
 
     def create(self, job: NewJob) -> JobRecord:
         row = rules.new_row(job, self.settings.models, datetime.datetime.now(datetime.UTC))
@@ -60,11 +71,11 @@ class LocalBackend:
         if job.idempotency_key is not None:
             idempotency = (job.idempotency_key, job.request_hash or "")
         try:
-            self.table.insert(row, job.tenant, job.key_id, idempotency)
+            self.table.insert(row, job.tenant, job.key_id, idempotency, job.webhook_url)
         except sqlite3.IntegrityError as exc:  # its idempotency key's job, made already
             raise JobExistsError(job.job_id) from exc
         self.workers.wake()
-        return self._record(Owned(row, job.tenant, job.key_id))
+        return self._record(Owned(row, job.tenant, job.key_id, job.webhook_url))
 
     def get(self, job_id: str) -> JobRecord | None:
         if not valid_job_id(job_id):

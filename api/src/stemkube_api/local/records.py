@@ -15,13 +15,17 @@ from typing import Any
 from stemkube_api.jobs import COMPLETED, FAILED, PENDING, PROCESSING
 from stemkube_api.local.rules import JobRow
 from stemkube_contract import options as catalogue
+from stemkube_contract import webhooks
 from stemkube_contract.usage import WINDOW
 
 # 1: one column per option; 2: the options as one JSON object (a new option needs no column);
 # 3: the job's tenant and the id of the key that created it (NULL: no tenant, as before keys).
 # 4: the audio ledger (a new table only: nothing to migrate).
 # 5: the idempotency records (a new table only: nothing to migrate).
-SCHEMA_VERSION = 5
+# 6: the job's webhook: its URL, its delivery state (``webhooks.Delivery`` as JSON, the
+#    status.webhook shape) and when its next attempt is due (NULL: none); NULL for the jobs
+#    there are (they have none).
+SCHEMA_VERSION = 6
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -40,7 +44,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_size INTEGER,
     pid INTEGER,
     tenant TEXT,
-    key_id TEXT
+    key_id TEXT,
+    webhook_url TEXT,
+    webhook TEXT,
+    webhook_due TEXT
 )
 """
 INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"
@@ -70,6 +77,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 IDEMPOTENCY_INDEX = "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)"
 IDEMPOTENCY_WINDOW = datetime.timedelta(hours=24)
+# The webhook's columns, written at insert (the URL) and by the webhook sender (the rest),
+# never by a save.
+WEBHOOK_COLUMNS = ("webhook_url", "webhook", "webhook_due")
+WEBHOOK_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_webhook_due ON jobs (webhook_due)"
 # The row's own columns, which the workers read and write; the owner's (tenant, key_id) are
 # written once, at insert, and never by a save.
 COLUMNS = tuple(f.name for f in fields(JobRow))
@@ -78,11 +89,13 @@ OWNER_COLUMNS = ("tenant", "key_id")
 
 @dataclass(frozen=True)
 class Owned:
-    """A row and whose it is."""
+    """A row and whose it is, with its webhook (URL and delivery state) if it has one."""
 
     row: JobRow
     tenant: str | None = None
     key_id: str | None = None
+    webhook_url: str | None = None
+    webhook: webhooks.Delivery | None = None
 
 
 TIMES = ("created_at", "started_at", "completed_at")
@@ -114,8 +127,18 @@ def _from_db(values: sqlite3.Row) -> JobRow:
     return JobRow(**data)
 
 
+def _delivery(text: str | None) -> webhooks.Delivery | None:
+    return webhooks.Delivery.from_status(json.loads(text)) if text else None
+
+
 def _owned(values: sqlite3.Row) -> Owned:
-    return Owned(_from_db(values), values["tenant"], values["key_id"])
+    return Owned(
+        _from_db(values),
+        values["tenant"],
+        values["key_id"],
+        values["webhook_url"],
+        _delivery(values["webhook"]),
+    )
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:
@@ -168,6 +191,22 @@ def _migrate_from_2(db: sqlite3.Connection) -> None:
         raise
 
 
+def _migrate_from_5(db: sqlite3.Connection) -> None:
+    """Schema 5 -> 6: the webhook's columns, NULL for the jobs there are, in one transaction
+    with the version."""
+    present = {c[1] for c in db.execute("PRAGMA table_info(jobs)").fetchall()}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name in WEBHOOK_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+        db.execute("PRAGMA user_version=6")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SchemaError(RuntimeError):
     pass
 
@@ -191,9 +230,12 @@ class JobTable:
                 _migrate_from_1(self._db)
             if version in (1, 2):
                 _migrate_from_2(self._db)
+            if 1 <= version <= 5:
+                _migrate_from_5(self._db)
             self._db.execute(TABLE)
             self._db.execute(INDEX)
             self._db.execute(TENANT_INDEX)
+            self._db.execute(WEBHOOK_INDEX)
             self._db.execute(AUDIO_TABLE)
             self._db.execute(AUDIO_INDEX)
             self._db.execute(IDEMPOTENCY_TABLE)
@@ -221,13 +263,15 @@ class JobTable:
         tenant: str | None = None,
         key_id: str | None = None,
         idempotency: tuple[str, str] | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         """Raises sqlite3.IntegrityError when a job of that id exists. ``idempotency``: the
         (key fingerprint, request hash) it was made under, written with it; older records
-        are forgotten."""
-        values = {**_to_db(row), "tenant": tenant, "key_id": key_id}
-        names = ", ".join((*COLUMNS, *OWNER_COLUMNS))
-        marks = ", ".join(f":{name}" for name in (*COLUMNS, *OWNER_COLUMNS))
+        are forgotten. ``webhook_url``: where its outcome goes when it ends."""
+        values = {**_to_db(row), "tenant": tenant, "key_id": key_id, "webhook_url": webhook_url}
+        written = (*COLUMNS, *OWNER_COLUMNS, "webhook_url")
+        names = ", ".join(written)
+        marks = ", ".join(f":{name}" for name in written)
         with self._lock:
             if idempotency is None:
                 self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
@@ -339,6 +383,29 @@ class JobTable:
             _stamp(moment),
         )
         return [(datetime.datetime.fromisoformat(r[0]), float(r[1])) for r in rows]
+
+    def webhooks_due(self, now: datetime.datetime) -> list[Owned]:
+        """Finished jobs with a webhook to deliver now: never tried, or their next attempt
+        due."""
+        rows = self._query(
+            "SELECT * FROM jobs WHERE webhook_url IS NOT NULL AND status IN (?, ?) AND "
+            "((webhook IS NULL) OR (webhook_due IS NOT NULL AND webhook_due <= ?)) "
+            "ORDER BY completed_at, job_id",
+            COMPLETED,
+            FAILED,
+            _stamp(now),
+        )
+        return [_owned(r) for r in rows]
+
+    def record_webhook(self, job_id: str, delivery: webhooks.Delivery) -> None:
+        """The delivery state after an attempt, and when the next one is due (none: final)."""
+        due = delivery.next_attempt_at if not delivery.final else None
+        self._change(
+            "UPDATE jobs SET webhook = ?, webhook_due = ? WHERE job_id = ?",
+            json.dumps(delivery.as_status()),
+            _stamp(due) if due is not None else None,
+            job_id,
+        )
 
     def finished_before(self, moment: datetime.datetime) -> list[JobRow]:
         rows = self._query(

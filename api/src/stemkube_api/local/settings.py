@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.models import Catalog
 from stemkube_contract.options import DEFAULT_PRECISION
+from stemkube_contract.webhooks import Backoff
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 3
@@ -59,6 +61,13 @@ class LocalSettings:
     expiry_interval: float = 60.0  # seconds between two looks for expired jobs
     gpus: tuple[str, ...] = ()  # a worker slot i runs on gpus[i % len(gpus)]
     program: tuple[str, ...] = field(default_factory=lambda: tuple(separator_program()))
+    # Webhooks: the file of the secret that signs them (None: STEMKUBE_WEBHOOK_SECRET, else
+    # webhook_secret_path), the retry schedule, the address check (STEMKUBE_URL_ALLOW_CIDRS
+    # for tests) and the API's public address for the payload's links (STEMKUBE_PUBLIC_URL).
+    webhook_secret_file: Path | None = None
+    webhook_backoff: Backoff = field(default_factory=Backoff)
+    url_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    public_url: str | None = None
 
     @property
     def objects(self) -> Path:
@@ -75,6 +84,10 @@ class LocalSettings:
     @property
     def database(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def webhook_secret_path(self) -> Path:
+        return self.data_dir / "webhook-secret"
 
 
 def expiry_interval(env: Mapping[str, str], ttl: datetime.timedelta) -> float:

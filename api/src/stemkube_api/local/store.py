@@ -7,16 +7,33 @@ way).
 
 import contextlib
 import datetime
+import hashlib
 import os
+import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from stemkube_api.interfaces import ObjectInfo, ObjectNotFoundError, TooLargeError, UnavailableError
+from stemkube_api.interfaces import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    PartsError,
+    TooLargeError,
+    UnavailableError,
+    UploadedPart,
+)
 
 READ_CHUNK = 1024 * 1024
 PARTIAL_SUFFIX = ".part"
+# Direct uploads' parts (``MultipartStore``): <root>/multipart/<upload id>/.<number>-<md5>,
+# hidden names (what is begun and not finished, as a half-written object's).
+MULTIPART_DIR = "multipart"
+_PART_NAME = re.compile(r"\.([0-9]{5})-([0-9a-f]{32})")
+SECRET_FILE = "upload-signing.key"
 
 
 def key_path(root: Path, key: str) -> Path:
@@ -67,6 +84,36 @@ class FileWriter:
                 self.file.close()
             self.file = None
         self.tmp.unlink(missing_ok=True)
+
+
+class PartFileWriter:
+    """One part of a direct upload: a FileWriter whose file is named, on commit, by the
+    part's number and the MD5 of its bytes (its ETag, as S3 answers a part's PUT), replacing
+    an earlier upload of that part."""
+
+    def __init__(self, folder: Path, number: int, limit: int) -> None:
+        self.folder = folder
+        self.number = number
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.writer = FileWriter(folder / f".{number:05d}-incoming", limit)
+        self.etag = ""
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        self.md5.update(data)
+
+    def commit(self) -> int:
+        size = self.writer.commit()
+        self.etag = self.md5.hexdigest()
+        final = self.folder / f".{self.number:05d}-{self.etag}"
+        for old in self.folder.glob(f".{self.number:05d}-*"):
+            if old != self.writer.target and old != final:
+                old.unlink(missing_ok=True)
+        os.replace(self.writer.target, final)
+        return size
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 class FileReader:
@@ -137,6 +184,104 @@ class LocalStore:
             with contextlib.suppress(OSError):
                 parent.rmdir()
             parent = parent.parent
+
+    # Direct uploads (MultipartStore): the client PUTs the parts to the API itself.
+
+    def _multipart(self, upload_id: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{32}", upload_id):
+            raise ObjectNotFoundError(upload_id)
+        return self.root / MULTIPART_DIR / upload_id
+
+    def begin_multipart(self, key: str, content_type: str) -> str:
+        upload_id = uuid.uuid4().hex
+        try:
+            self._multipart(upload_id).mkdir(parents=True)
+        except OSError as exc:
+            raise UnavailableError(f"cannot write under {self.root}: {exc}") from exc
+        return upload_id
+
+    def part_url(
+        self, key: str, upload_id: str, number: int, expires: datetime.timedelta
+    ) -> str | None:
+        return None  # the API takes the parts: PUT /uploads/{id}/parts/{n}
+
+    def part_writer(self, upload_id: str, number: int, limit: int) -> PartFileWriter:
+        folder = self._multipart(upload_id)
+        if not folder.is_dir():
+            raise ObjectNotFoundError(upload_id)
+        try:
+            return PartFileWriter(folder, number, limit)
+        except OSError as exc:
+            raise UnavailableError(f"cannot write under {self.root}: {exc}") from exc
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None:
+        """The parts, concatenated in order, become the object (written as any object is)."""
+        folder = self._multipart(upload_id)
+        if not folder.is_dir():
+            raise ObjectNotFoundError(key)
+        stored = {}
+        for path in folder.iterdir():
+            found = _PART_NAME.fullmatch(path.name)
+            if found:
+                stored[int(found[1])] = (found[2], path)
+        numbers = [p.number for p in parts]
+        if not parts or numbers != sorted(set(numbers)):
+            raise PartsError("list the parts once each, in ascending order")
+        for part in parts:
+            etag = part.etag.strip('"').lower()
+            if part.number not in stored or stored[part.number][0] != etag:
+                raise PartsError(f"part {part.number} was not uploaded with ETag {part.etag}")
+        writer = self.writer(key, 1 << 62, "application/octet-stream")
+        try:
+            for part in parts:
+                with stored[part.number][1].open("rb") as file:
+                    while chunk := file.read(READ_CHUNK):
+                        writer.write(chunk)
+        except OSError as exc:
+            writer.abort()
+            raise UnavailableError(f"cannot store {key}: {exc}") from exc
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(ObjectNotFoundError):
+            shutil.rmtree(self._multipart(upload_id), ignore_errors=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        """The (whole) objects' keys under ``prefix``."""
+        base = self.root / prefix.rstrip("/") if prefix.rstrip("/") else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def signing_secret(self) -> bytes:
+        """The key of the part URLs' tokens: the data folder's own (made once, mode 0600), so
+        that URLs outlive a restart."""
+        path = self.root.parent / SECRET_FILE
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            secret = b""
+        if len(secret) < 32:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.root.parent, prefix=f".{SECRET_FILE}.")
+            with os.fdopen(fd, "wb") as file:
+                file.write(secrets.token_bytes(32))
+            try:
+                os.link(name, path)  # the first writer wins; others read its secret
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(name)
+            secret = path.read_bytes()
+        return secret
 
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):

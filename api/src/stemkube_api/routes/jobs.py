@@ -27,6 +27,7 @@ from stemkube_api.settings import Settings
 from stemkube_api.sniff import ACCEPTED
 from stemkube_api.upload import UploadReceiver
 from stemkube_contract import options as catalogue
+from stemkube_contract.urls import MAX_URL_LENGTH
 
 log = logging.getLogger(__name__)
 _router = APIRouter(tags=["jobs"])
@@ -82,6 +83,13 @@ def upload_body(settings: Settings) -> dict[str, Any]:
                                 "description": f"The song: {ACCEPTED}.",
                             },
                             **catalogue.form_schema(settings.models),
+                            "webhook_url": {
+                                "type": "string",
+                                "maxLength": MAX_URL_LENGTH,
+                                "description": "Where to POST the job's outcome when it ends, "
+                                "signed (Stemkube-Signature); http(s), no user:password@. "
+                                "Default: the deployment's, if any.",
+                            },
                         },
                     }
                 }

@@ -38,7 +38,7 @@ from stemkube_api.jobs import JobRecord
 from stemkube_api.models import UploadResponse
 from stemkube_api.options import FIELDS, OptionError, parse_request
 from stemkube_api.services import Services, ServicesDep
-from stemkube_contract import urls
+from stemkube_contract import urls, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,17 @@ class JobSource(BaseModel):
         ),
         examples=["https://example.com/music/song.mp3"],
     )
+    # A direct upload (``uploads``): its job is created by POST /uploads/{id}/complete, which
+    # prepares this source itself (``create_prepared``); here it only points there.
+    upload_id: str | None = Field(
+        None,
+        description=(
+            "A direct upload's id (POST /uploads). Its job is created by POST "
+            "/uploads/{upload_id}/complete, with the options given to POST /uploads; this "
+            "route answers a 422 pointing there."
+        ),
+        examples=["3f2b8c1e-9d4a-4e6b-8f0a-2c5d7e9b1a34"],
+    )
 
 
 # bool first: a JSON true stays one (and is refused) instead of passing as 1.
@@ -80,6 +91,15 @@ class CreateJob(BaseModel):
     )
 
     source: JobSource
+    webhook_url: str | None = Field(
+        None,
+        description="Where to POST the job's outcome when it ends, signed (header "
+        "Stemkube-Signature; see the API's README): http(s), no user:password@, at most "
+        f"{urls.MAX_URL_LENGTH} characters; its addresses are checked as a source URL's when it "
+        "is sent (a refused one is never contacted). Default: the deployment's "
+        "(STEMKUBE_WEBHOOK_URL), if any.",
+        examples=["https://example.com/hooks/stemkube"],
+    )
     options: dict[str, OptionValue] = Field(
         default_factory=dict,
         description="The upload form's options (model, stems, two_stems, format, bitrate, "
@@ -104,6 +124,7 @@ class Prepared:
     input_key: str = ""
     input_size: int | None = None
     source_url: str | None = None
+    job_id: str | None = None  # the job's id without an Idempotency-Key (None: a new one)
 
 
 def _option_text(name: str, value: OptionValue) -> str:
@@ -128,12 +149,29 @@ def parse_options(services: Services, options: dict[str, OptionValue]) -> Any:
         raise ApiError(422, f"options.{exc}") from None
 
 
+def webhook_of(services: Services, given: str | None) -> str | None:
+    """The job's webhook: the request's (its form checked: a 422 naming ``webhook_url``),
+    else the deployment's default."""
+    if given is None or not given.strip():
+        return services.settings.webhook_url
+    problem = webhooks.url_problem(given)
+    if problem:
+        raise ApiError(422, f"webhook_url: {problem}")
+    return given
+
+
 def _prepare(source: JobSource) -> Prepared:
     """The one source given, checked (its form only: nothing is fetched here)."""
     given = [name for name, value in source.model_dump().items() if value is not None]
     if len(given) != 1:
         names = ", ".join(JobSource.model_fields)
         raise ApiError(422, f"source: give exactly one of {names}")
+    if source.upload_id is not None:
+        raise ApiError(
+            422,
+            "source.upload_id: a direct upload's job is created by POST "
+            "/uploads/{upload_id}/complete",
+        )
     url = source.url or ""
     problem = urls.url_problem(url)
     if problem:
@@ -185,6 +223,20 @@ async def create_job(
     ] = None,
 ) -> JobCreated:
     prepared = _prepare(body.source)
+    return await create_prepared(body, prepared, response, services, caller, idempotency_key)
+
+
+async def create_prepared(
+    body: CreateJob,
+    prepared: Prepared,
+    response: Response,
+    services: Services,
+    caller: Caller,
+    idempotency_key: str | None,
+) -> JobCreated:
+    """The job of a source made ready (``_prepare``; a direct upload's: ``routes/uploads``),
+    with ``body``'s options, under the request's Idempotency-Key."""
+    webhook_url = webhook_of(services, body.webhook_url)
     request = parse_options(services, body.options)
     model = str(request.get("model") or services.settings.models.default)
     problem = await run_in_threadpool(services.backend.model_problem, model)
@@ -195,7 +247,7 @@ async def create_job(
     async def make(keyed: idempotency.Keyed | None) -> JobRecord:
         await _admit(services, caller, prepared.input_size or 0)
         new = NewJob(
-            job_id=keyed.job_id if keyed else str(uuid.uuid4()),
+            job_id=keyed.job_id if keyed else (prepared.job_id or str(uuid.uuid4())),
             request=request,
             input_key=prepared.input_key,
             filename=prepared.filename,
@@ -205,6 +257,7 @@ async def create_job(
             source_url=prepared.source_url,
             idempotency_key=keyed.key_hash if keyed else None,
             request_hash=keyed.request_hash if keyed else None,
+            webhook_url=webhook_url,
         )
         try:
             made = await run_in_threadpool(services.backend.create, new)
