@@ -7,6 +7,10 @@ import { el, formatBytes, formatWhen } from "./util.js";
 
 export const PAGE_SIZE = 10;
 const POLL_MS = 1000;
+// A browser opens at most six HTTP/1.1 connections to one origin, and each event stream holds
+// one for as long as its job runs: more streams than this would queue the page's own requests
+// (paging, deleting) behind them. The other active jobs are polled.
+const MAX_STREAMS = 3;
 const ACTIVE = new Set(["pending", "processing"]);
 const WORDS = { pending: "Pending", processing: "Processing", completed: "Completed", failed: "Failed" };
 
@@ -114,12 +118,14 @@ export class JobList {
     this.render(page.jobs);
   }
 
-  // One event stream per active job on the page; each event updates that job's line at once.
+  // An event stream for each active job on the page (up to MAX_STREAMS); each event updates
+  // that job's line at once.
   follow(jobs) {
     const shown = new Set(jobs.map((job) => job.job_id));
     for (const [id, control] of this.streams) if (!shown.has(id)) control.abort();
     if (this.noEvents) return;
     for (const job of jobs) {
+      if (this.streams.size >= MAX_STREAMS) break;
       if (!ACTIVE.has(job.status) || this.streams.has(job.job_id)) continue;
       const control = new AbortController();
       this.streams.set(job.job_id, control);
