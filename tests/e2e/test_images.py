@@ -262,7 +262,11 @@ def test_docker_compose_runs_local_mode_as_the_readme_says(
     clean and the job runs again on ``compose start``."""
     compose = _compose_command()
     if compose is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        # Never a skip: .ci/run installs docker-compose, so CI cannot pass this test unrun.
+        pytest.fail(
+            "neither `docker compose` nor `docker-compose` is installed "
+            "(apt-get install docker-compose)"
+        )
     image_readable_model_repo(tmp_path / "models")
     override = tmp_path / "override.yml"
     override.write_text(

@@ -16,6 +16,17 @@ from typing import Any
 import httpx
 import pytest
 
+# No skip: a missing Chromium or Playwright fails these tests (.ci/run installs Debian's
+# chromium, requirements-dev.txt pins playwright), so CI never passes them unrun.
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    FilePayload,
+    Page,
+    expect,
+    sync_playwright,
+)
+
 from stemkube_api.web import API_CSP, UI_CSP
 from tests.harness.api import ApiFactory, ApiServer, mp3_song
 from tests.harness.browser import (
@@ -28,20 +39,7 @@ from tests.harness.browser import (
 from tests.harness.service import LocalService
 from tests.harness.stemkube import OperatorFactory
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing())),
-]
-
-if chromium_missing() is None:
-    from playwright.sync_api import (
-        Browser,
-        ConsoleMessage,
-        FilePayload,
-        Page,
-        expect,
-        sync_playwright,
-    )
+pytestmark = pytest.mark.integration
 
 FOUR = ["vocals", "drums", "bass", "other"]
 NO_JOBS = "No jobs yet. Upload a song above to start one."
@@ -50,6 +48,9 @@ JOB_TIMEOUT_MS = 180_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator["Browser"]:
+    missing = chromium_missing()
+    if missing is not None:
+        pytest.fail(f"{missing}: the browser tests need it (.ci/run installs it)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
