@@ -7,7 +7,6 @@ is followed (a 3xx is a failed attempt). Nothing it says names the URL's query."
 
 import datetime
 import http.client
-import ipaddress
 import socket
 import ssl
 import time
@@ -18,11 +17,11 @@ from typing import Any
 from stemkube_contract import urls
 from stemkube_contract.addresses import (
     AddressPolicy,
-    IPAddress,
     check_host,
     literal_address,
     name_problem,
 )
+from stemkube_contract.pinned import PinnedConnection, resolve
 from stemkube_contract.webhooks import (
     TIMEOUT_SECONDS,
     Attempt,
@@ -35,30 +34,6 @@ from stemkube_contract.webhooks import (
 
 # The answer's first bytes kept for the error message (the rest is not read).
 ANSWER_BYTES = 4096
-
-
-def _resolve(host: str, port: int) -> list[IPAddress]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        try:
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        except ValueError:
-            continue
-        if address not in found:
-            found.append(address)
-    return found
-
-
-class _Pinned(http.client.HTTPConnection):
-    """An HTTP connection over a socket already connected to a checked address."""
-
-    def __init__(self, host: str, port: int, sock: socket.socket, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.sock = sock
-
-    def connect(self) -> None:  # never a connection of its own (no second resolution)
-        raise OSError("the connection was closed")
 
 
 def send(
@@ -81,7 +56,7 @@ def send(
     if literal is None and (local := name_problem(host)):
         return Attempt(error=f"refused: {local}", refused=True)
     try:
-        addresses = [literal] if literal is not None else _resolve(host, port)
+        addresses = [literal] if literal is not None else resolve(host, port)
     except socket.gaierror as exc:
         return Attempt(error=f"DNS: {host!r} does not resolve ({exc.strerror})")
     problem = check_host(host, addresses, policy)
@@ -105,7 +80,7 @@ def send(
         sock.settimeout(timeout)
         if https:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        connection = _Pinned(host, port, sock, timeout)
+        connection = PinnedConnection(host, port, sock, timeout)
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         connection.request(
             "POST", target, body=body, headers={**headers, "Content-Length": str(len(body))}

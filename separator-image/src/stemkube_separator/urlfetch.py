@@ -18,7 +18,6 @@ URL's query or user information (``urls.redact``): a presigned link's signature 
 """
 
 import http.client
-import ipaddress
 import logging
 import os
 import socket
@@ -29,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stemkube_contract import urls
+from stemkube_contract import pinned, urls
 from stemkube_contract.addresses import (
     AddressPolicy,
     IPAddress,
@@ -134,7 +133,7 @@ class _Clock:
 def _resolve(host: str, port: int, shown: str) -> list[IPAddress]:
     """Every address of ``host`` (a name: literals never get here)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = pinned.resolve(host, port)
     except socket.gaierror as exc:
         if exc.errno in (socket.EAI_AGAIN,):
             raise SourceUnavailableError(
@@ -143,14 +142,6 @@ def _resolve(host: str, port: int, shown: str) -> list[IPAddress]:
         raise SourceUnreachableError(
             f"fetching {shown}: DNS: the host {host!r} does not resolve ({exc.strerror})"
         ) from None
-    found: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        try:  # an IPv6 link-local answer carries its zone ("fe80::1%eth0"): judged without it
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        except ValueError:
-            continue
-        if address not in found:
-            found.append(address)
     return found
 
 
@@ -172,18 +163,6 @@ def _connect(
     if isinstance(last, ConnectionRefusedError):
         raise SourceUnreachableError(f"fetching {shown}: connection refused")
     raise SourceUnavailableError(f"fetching {shown}: cannot connect: {last}")
-
-
-class _Pinned(http.client.HTTPConnection):
-    """An HTTP connection over a socket already connected to a checked address (the Host
-    header still names the URL's host)."""
-
-    def __init__(self, host: str, port: int, sock: socket.socket, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.sock = sock
-
-    def connect(self) -> None:  # never a connection of its own (no second resolution)
-        raise OSError("the connection was closed")
 
 
 def _open(
@@ -211,7 +190,7 @@ def _open(
         if https:
             context = ssl.create_default_context()
             sock = context.wrap_socket(sock, server_hostname=host)
-        connection = _Pinned(host, port, sock, settings.read_timeout)
+        connection = pinned.PinnedConnection(host, port, sock, settings.read_timeout)
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         connection.putrequest("GET", target, skip_accept_encoding=True)
         connection.putheader("User-Agent", USER_AGENT)
