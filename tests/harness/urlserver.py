@@ -5,7 +5,6 @@ fetch must cope with. The tiers reach it only through the test-only allow-list
 code under test send traffic beyond loopback."""
 
 import http.server
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from stemkube_contract.addresses import ALLOW_CIDRS_ENV
+from tests.harness.loopback import http_server
 
 ALLOW_LOOPBACK = {ALLOW_CIDRS_ENV: "127.0.0.0/8"}
 HTML = b"<!DOCTYPE html>\n<html><head><title>Not a song</title></head><body>hi</body></html>\n"
@@ -111,13 +111,5 @@ def url_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UrlServer]:
     served = tmp_path_factory.mktemp("served") / "song.wav"
     song = make_audio(served, "-c:a", "pcm_s16le", seconds=1.5).read_bytes()
     state = UrlServer("", song)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, name="url-server", daemon=True)
-    thread.start()
-    try:
+    with http_server(_handler(state), "url-server") as state.base:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemkube_contract import webhooks
+from tests.harness.loopback import http_server
 
 TEST_SECRET = "whsec-test-tier-not-a-secret"
 WEBHOOK_ENV = {webhooks.SECRET_ENV: TEST_SECRET, webhooks.BACKOFF_ENV: "1"}
@@ -76,13 +77,5 @@ def _handler(state: Receiver) -> type[http.server.BaseHTTPRequestHandler]:
 
 def serve(answers: list[int] | None = None) -> Iterator[Receiver]:
     state = Receiver("", list(answers or []))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, name="webhook-receiver", daemon=True)
-    thread.start()
-    try:
+    with http_server(_handler(state), "webhook-receiver") as state.base:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -9,7 +9,6 @@ import http.server
 import ipaddress
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -19,6 +18,7 @@ import pytest
 from stemkube_contract import urls, webhooks
 from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.webhook_sender import deliver, send
+from tests.harness.loopback import http_server
 from tests.harness.procs import free_port
 from tests.harness.tools import REPO_ROOT
 from tests.unit.test_contract import spec_schema, version_schema
@@ -206,14 +206,8 @@ class _Answers(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def loopback() -> Iterator[tuple[str, type[_Answers]]]:
     handler = type("Handler", (_Answers,), {"statuses": [], "seen": []})
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(handler, "loopback") as base:
+        yield base, handler
 
 
 def test_send_posts_the_signed_body_to_an_allowed_loopback(
