@@ -30,15 +30,20 @@ def test_separation_job_from_kubectl_completes(
 ) -> None:
     s3 = minio_server.client()
     song = sine_wav(1.5)
-    s3.put_object(release.bucket, "inputs/e2e-1/input.wav", io.BytesIO(song), len(song))
+    # Under the release namespace's prefix: the chart's default storage scope.
+    input_key, output_key = (
+        f"{release.namespace}/inputs/e2e-1/input.wav",
+        f"{release.namespace}/results/e2e-1.zip",
+    )
+    s3.put_object(release.bucket, input_key, io.BytesIO(song), len(song))
     manifest = f"""
 apiVersion: stemkube.io/v1alpha1
 kind: SeparationJob
 metadata:
   name: e2e-1
 spec:
-  input: {{bucket: {release.bucket}, key: inputs/e2e-1/input.wav, filename: song.wav}}
-  output: {{bucket: {release.bucket}, key: results/e2e-1.zip}}
+  input: {{bucket: {release.bucket}, key: {input_key}, filename: song.wav}}
+  output: {{bucket: {release.bucket}, key: {output_key}}}
 """
     kubectl(cluster, "apply", "-n", release.namespace, "-f", "-", stdin=manifest)
     objects = client.CustomObjectsApi(cluster.api)
@@ -52,7 +57,7 @@ spec:
 
     status = wait_for(finished, 180, "e2e-1 finishes")
     assert status["phase"] == "Completed", status
-    archive = s3.get_object(release.bucket, "results/e2e-1.zip").read()
+    archive = s3.get_object(release.bucket, output_key).read()
     names = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
     assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
     # The separation pod ran as the chart's separator ServiceAccount.
@@ -64,6 +69,26 @@ spec:
     assert "could not write progress" not in cluster.runner.logs(
         release.namespace, pod.metadata.name
     )
+
+
+def test_a_separation_job_outside_its_namespaces_storage_is_refused_at_creation(
+    cluster: Cluster, release: Release
+) -> None:
+    """The chart's ValidatingAdmissionPolicy (storageScopes.admissionPolicy, on by default)."""
+    manifest = f"""
+apiVersion: stemkube.io/v1alpha1
+kind: SeparationJob
+metadata:
+  name: e2e-stolen
+spec:
+  input: {{bucket: {release.bucket}, key: {release.namespace}/inputs/e2e-1/input.wav}}
+  output: {{bucket: {release.bucket}, key: stolen/stems.zip}}
+"""
+    result = kubectl(
+        cluster, "apply", "-n", release.namespace, "-f", "-", stdin=manifest, check=False
+    )
+    assert "is outside the storage of namespace" in result, result
+    assert f"s3://{release.bucket}/{release.namespace}/" in result, result
 
 
 def service_url(cluster: Cluster, namespace: str, service: str, port: str = "http") -> str:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from stemkube_contract.models import MODELS_ENV
+from stemkube_contract.scopes import STORAGE_SCOPES_ENV, UNCONFINED
 from tests.harness import procs
 from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster
@@ -196,6 +197,9 @@ def start_api(
             "AWS_SECRET_ACCESS_KEY": minio_server.secret_key,
             "AWS_REGION": "us-east-1",
             MODELS_ENV: json.dumps(TIER_MODELS.to_json()),
+            # As the harness's operator (start_operator): confinement off, keys at the
+            # bucket's root. test_storage_scopes.py runs both with the default scopes.
+            STORAGE_SCOPES_ENV: UNCONFINED.to_json(),
             **env,
         }
         server = launch_api(

@@ -36,6 +36,8 @@ CONTROLLERS = (
     # static PersistentVolumes bound to their claims (the model cache).
     "root-ca-certificate-publisher-controller",
     "persistentvolume-binder-controller",
+    # The chart's user roles fold into the built-in admin, edit and view roles by label.
+    "clusterrole-aggregation-controller",
 )
 
 

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from stemkube_contract.models import DEFAULT_MODEL, MODELS_ENV, PRETRAINED, Catalog, Model
 from stemkube_contract.resource import GROUP, PLURAL
+from stemkube_contract.scopes import STORAGE_SCOPES_ENV, UNCONFINED
 from tests.harness import procs
 from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.fixtures import Cluster, kubectl
@@ -164,6 +165,9 @@ def start_operator(
                 **ALLOW_LOOPBACK,
                 # Webhooks signed with the test secret, retried a second apart.
                 **WEBHOOK_ENV,
+                # Storage confinement off: the tests name keys of their own choosing.
+                # test_storage_scopes.py runs the operator and the API with the default scopes.
+                STORAGE_SCOPES_ENV: UNCONFINED.to_json(),
                 **env,
             },
         )

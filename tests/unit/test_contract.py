@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stemkube_contract import keys, options, resource
+from stemkube_contract import keys, options, resource, scopes
 from stemkube_contract.models import MAX_STEMS, MODEL_NAME_PATTERN, STEM_NAME_PATTERN, Catalog
 from stemkube_contract.options import CATALOGUE, RULES, Option
 from tests.harness.tools import REPO_ROOT
@@ -172,6 +172,8 @@ def test_the_examples_are_valid_under_the_contract(path: Any) -> None:
     spec = example["spec"]
     for side in ("input", "output"):
         assert keys.key_problem(spec[side]["key"]) is None
+    # Runnable as they are in namespace default under the chart's default storage scopes.
+    assert scopes.refusal(spec, "default", scopes.default_scopes(scopes.DEFAULT_BUCKET)) is None
     options.validate(options.from_spec(spec), Catalog())
 
 

@@ -11,7 +11,8 @@ from stemkube_contract import batch, urls
 from stemkube_contract.addresses import ALLOW_CIDRS_ENV, DENY_CIDRS_ENV
 from stemkube_contract.models import Catalog
 from stemkube_contract.options import Limits
-from stemkube_operator.admission import INVALID_ARGUMENTS, refusal
+from stemkube_contract.refusals import INVALID_ARGUMENTS
+from stemkube_operator.admission import refusal
 from stemkube_operator.config import ConfigError, OperatorConfig, load_config
 from stemkube_operator.jobspec import build_batch_job, build_job
 from tests.unit.test_contract import spec_schema

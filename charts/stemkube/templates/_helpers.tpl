@@ -34,6 +34,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.minio.enabled -}}{{ include "stemkube.fullname" . }}-storage{{- else -}}{{ required "storage.external.existingSecret is required when minio.enabled is false" .Values.storage.external.existingSecret }}{{- end -}}
 {{- end -}}
 
+{{/* storageScopes as stemkube_contract.scopes reads it (STEMKUBE_STORAGE_SCOPES): JSON, the
+default's empty bucket resolved to storage.bucket. */}}
+{{- define "stemkube.storageScopes" -}}
+{{- $default := .Values.storageScopes.default -}}
+{{- dict "default" (dict "bucket" ($default.bucket | default .Values.storage.bucket) "prefix" $default.prefix) "namespaces" .Values.storageScopes.namespaces | toJson -}}
+{{- end -}}
+
 {{- define "stemkube.s3Endpoint" -}}
 {{- if .Values.minio.enabled -}}http://{{ include "stemkube.fullname" . }}-minio.{{ .Release.Namespace }}.svc:9000{{- else -}}{{ .Values.storage.external.endpoint }}{{- end -}}
 {{- end -}}
@@ -67,6 +74,19 @@ capabilities: {drop: [ALL]}
 
 {{- define "stemkube.watchAll" -}}
 {{- if has "*" .Values.operator.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/* An admission policy binding's matchResources: the namespaces the operator watches
+(SeparationJobs elsewhere never run here, and may be another release's); none: all of them. */}}
+{{- define "stemkube.watchedNamespacesMatch" -}}
+{{- if not (include "stemkube.watchAll" .) -}}
+matchResources:
+  namespaceSelector:
+    matchExpressions:
+      - key: kubernetes.io/metadata.name
+        operator: In
+        values: {{ .Values.operator.watchNamespaces | default (list .Release.Namespace) | toJson }}
+{{- end -}}
 {{- end -}}
 
 {{/* The models served and the option limits: one declaration, given to the API and the operator. */}}

@@ -42,27 +42,35 @@ def valid_tenant(tenant: str) -> bool:
     return bool(_TENANT.fullmatch(tenant))
 
 
-def _home(tenant: str | None) -> str:
-    """The prefix of a tenant's objects; none for the jobs of no tenant (the layout from before
-    tenants existed)."""
+def check_root(root: str) -> str:
+    """``root``, the prefix of all a deployment's keys (its namespace's storage scope,
+    ``stemkube_contract.scopes``): empty, or a key prefix ending in "/"."""
+    if root and (not root.endswith("/") or key_problem(root[:-1])):
+        raise ValueError(f"not a key prefix: {root!r}")
+    return root
+
+
+def _home(tenant: str | None, root: str) -> str:
+    """The prefix of a tenant's objects under ``root``; none for the jobs of no tenant (the
+    layout from before tenants existed)."""
     if tenant is None:
-        return ""
+        return check_root(root)
     if not valid_tenant(tenant):
         raise ValueError(f"not a tenant: {tenant!r}")
-    return f"{TENANTS_PREFIX}{tenant}/"
+    return f"{check_root(root)}{TENANTS_PREFIX}{tenant}/"
 
 
-def input_key(job_id: str, extension: str, tenant: str | None = None) -> str:
-    """Where an upload is stored: built from the job id, a known extension and the tenant
-    (a checked name), never from user text."""
+def input_key(job_id: str, extension: str, tenant: str | None = None, root: str = "") -> str:
+    """Where an upload is stored: built from the job id, a known extension, the tenant
+    (a checked name) and the deployment's root, never from user text."""
     if not valid_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
     if not re.fullmatch(r"[a-z0-9]{1,8}", extension):
         raise ValueError(f"not an extension: {extension!r}")
-    return f"{_home(tenant)}{INPUTS_PREFIX}{job_id}/input.{extension}"
+    return f"{_home(tenant, root)}{INPUTS_PREFIX}{job_id}/input.{extension}"
 
 
-def result_key(job_id: str, tenant: str | None = None) -> str:
+def result_key(job_id: str, tenant: str | None = None, root: str = "") -> str:
     if not valid_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
-    return f"{_home(tenant)}{RESULTS_PREFIX}{job_id}.zip"
+    return f"{_home(tenant, root)}{RESULTS_PREFIX}{job_id}.zip"

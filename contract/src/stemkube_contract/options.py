@@ -211,7 +211,7 @@ CATALOGUE: tuple[Option, ...] = (
     Option(
         "segment", "segment", "--segment", "float",
         "Seconds of audio per model pass (default: the model's own): shorter needs less memory.",
-        minimum=1.0, maximum=60.0,
+        minimum=1.0, maximum=60.0, limitable=True,  # a deployment's bound on GPU memory
     ),
 )  # fmt: skip
 BY_NAME = {option.name: option for option in CATALOGUE}

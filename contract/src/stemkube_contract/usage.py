@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from stemkube_contract.keys import check_root
+
 AUDIO_SECONDS_FIELD: Final = "audioSeconds"
 # The window of the audio quota: the jobs created in the last day.
 WINDOW: Final = datetime.timedelta(days=1)
@@ -22,7 +24,7 @@ WINDOW: Final = datetime.timedelta(days=1)
 KEY_ID_PATTERN: Final = r"[0-9a-f]{12}"
 _KEY_ID = re.compile(KEY_ID_PATTERN)
 USAGE_PREFIX: Final = "usage/"
-# usage/<key id>/<created, Unix seconds>-<SeparationJob uid>-<audio, milliseconds>
+# [root]usage/<key id>/<created, Unix seconds>-<SeparationJob uid>-<audio, milliseconds>
 _ENTRY = re.compile(
     rf"{USAGE_PREFIX}({KEY_ID_PATTERN})/([0-9]{{1,12}})-([0-9a-f-]{{1,64}})-([0-9]{{1,12}})"
 )
@@ -55,24 +57,29 @@ class Entry:
     seconds: float
 
 
-def usage_prefix(key_id: str) -> str:
+def usage_prefix(key_id: str, root: str = "") -> str:
+    """Where a key's entries are, under ``root``: the storage scope's prefix of the namespace
+    of its SeparationJobs (``stemkube_contract.scopes``), so that only the jobs of the API's
+    own namespace ever count against its keys."""
     if not valid_key_id(key_id):
         raise ValueError(f"not an API key id: {key_id!r}")
-    return f"{USAGE_PREFIX}{key_id}/"
+    return f"{check_root(root)}{USAGE_PREFIX}{key_id}/"
 
 
-def usage_key(entry: Entry) -> str:
+def usage_key(entry: Entry, root: str = "") -> str:
     uid = entry.uid.lower()
     if not re.fullmatch(r"[0-9a-f-]{1,64}", uid):
         raise ValueError(f"not a uid: {entry.uid!r}")
     created = int(entry.created.timestamp())
     millis = round(max(0.0, entry.seconds) * 1000)
-    return f"{usage_prefix(entry.key_id)}{created}-{uid}-{millis}"
+    return f"{usage_prefix(entry.key_id, root)}{created}-{uid}-{millis}"
 
 
-def parse_usage_key(key: str) -> Entry | None:
-    """The entry an object key names; None for anything else under the prefix."""
-    match = _ENTRY.fullmatch(key)
+def parse_usage_key(key: str, root: str = "") -> Entry | None:
+    """The entry an object key names under ``root``; None for anything else."""
+    if not key.startswith(root):
+        return None
+    match = _ENTRY.fullmatch(key[len(root) :])
     if match is None:
         return None
     key_id, created, uid, millis = match.groups()

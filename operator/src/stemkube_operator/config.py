@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import webhooks
+from stemkube_contract import podpolicy, webhooks
 from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
 from stemkube_contract.limits import max_file_size_from_env
@@ -19,6 +19,8 @@ from stemkube_contract.options import (
     Limits,
     parse_limits,
 )
+from stemkube_contract.scopes import DEFAULT_BUCKET, Scopes, default_scopes, scopes_from_env
+from stemkube_operator.podpolicy import PodPolicy
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,11 @@ class OperatorConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_backoff: webhooks.Backoff = field(default_factory=webhooks.Backoff)
     public_url: str | None = None
+    # What a SeparationJob's spec may put on its pod (``podpolicy``): allow-lists and maxima.
+    pod_policy: PodPolicy = field(default_factory=PodPolicy)
+    # Which objects each namespace's SeparationJobs may name (STEMKUBE_STORAGE_SCOPES, the
+    # chart's storageScopes): the admission check's and the cleanup's bound.
+    scopes: Scopes = field(default_factory=lambda: default_scopes(DEFAULT_BUCKET))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -153,6 +160,13 @@ def _webhook_backoff(env: Mapping[str, str]) -> webhooks.Backoff:
         raise ConfigError(str(exc)) from None
 
 
+def _scopes(env: Mapping[str, str]) -> Scopes:
+    try:
+        return scopes_from_env(env, env.get("STEMKUBE_BUCKET") or DEFAULT_BUCKET)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _batch_max(env: Mapping[str, str]) -> int:
     try:
         return parse_max_per_job(env.get(MAX_PER_JOB_ENV))
@@ -160,11 +174,66 @@ def _batch_max(env: Mapping[str, str]) -> int:
         raise ConfigError(str(exc)) from None
 
 
+def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Label or annotation keys, each exact or a prefix ending in '/'."""
+    entries = _list(env, name)
+    for entry in entries:
+        problem = podpolicy.allow_list_problem(entry)
+        if problem:
+            raise ConfigError(f"{name}: {entry!r} is {problem} (or a prefix of one ending in '/')")
+    return entries
+
+
+def _pod_policy(env: Mapping[str, str], deadline: int, ttl: int) -> PodPolicy:
+    """The allow-lists and maxima; the deployment's own defaults must be within its maxima
+    (else every SeparationJob naming none would run past what one naming it may ask)."""
+    defaults = PodPolicy()
+    policy = PodPolicy(
+        allowed_priority_classes=_list(env, podpolicy.ALLOWED_PRIORITY_CLASSES_ENV),
+        default_priority_class=env.get("STEMKUBE_PRIORITY_CLASS") or None,
+        allowed_labels=_allow_list(env, podpolicy.ALLOWED_POD_LABELS_ENV),
+        allowed_annotations=_allow_list(env, podpolicy.ALLOWED_POD_ANNOTATIONS_ENV),
+        max_active_deadline_seconds=_int(
+            env,
+            podpolicy.MAX_ACTIVE_DEADLINE_SECONDS_ENV,
+            defaults.max_active_deadline_seconds,
+            minimum=1,
+        ),
+        max_ttl_seconds_after_finished=_int(
+            env,
+            podpolicy.MAX_TTL_SECONDS_AFTER_FINISHED_ENV,
+            defaults.max_ttl_seconds_after_finished,
+        ),
+    )
+    for default_name, value, max_name, top in (
+        (
+            "STEMKUBE_ACTIVE_DEADLINE_SECONDS",
+            deadline,
+            podpolicy.MAX_ACTIVE_DEADLINE_SECONDS_ENV,
+            policy.max_active_deadline_seconds,
+        ),
+        (
+            "STEMKUBE_TTL_SECONDS_AFTER_FINISHED",
+            ttl,
+            podpolicy.MAX_TTL_SECONDS_AFTER_FINISHED_ENV,
+            policy.max_ttl_seconds_after_finished,
+        ),
+    ):
+        if value > top:
+            raise ConfigError(f"{default_name} ({value}) is above {max_name} ({top})")
+    return policy
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     env = os.environ if env is None else env
     defaults = OperatorConfig()
     tolerations = _json(env, "STEMKUBE_TOLERATIONS", list)
+    deadline = _int(
+        env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1
+    )
+    ttl = _int(env, "STEMKUBE_TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished)
     return OperatorConfig(
+        scopes=_scopes(env),
         separator_image=env.get("STEMKUBE_SEPARATOR_IMAGE", defaults.separator_image),
         image_pull_policy=env.get("STEMKUBE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
         image_pull_secrets=_list(env, "STEMKUBE_IMAGE_PULL_SECRETS"),
@@ -191,12 +260,8 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         precision=_precision(env),
         max_file_size=_max_file_size(env),
         backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
-        active_deadline_seconds=_int(
-            env, "STEMKUBE_ACTIVE_DEADLINE_SECONDS", defaults.active_deadline_seconds, minimum=1
-        ),
-        ttl_seconds_after_finished=_int(
-            env, "STEMKUBE_TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished
-        ),
+        active_deadline_seconds=deadline,
+        ttl_seconds_after_finished=ttl,
         max_running=_int(env, "STEMKUBE_MAX_RUNNING", defaults.max_running),
         batch_max_per_job=_batch_max(env),
         namespaces=_list(env, "STEMKUBE_NAMESPACES"),
@@ -207,4 +272,5 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         webhook_secret=env.get(webhooks.SECRET_ENV) or None,
         webhook_backoff=_webhook_backoff(env),
         public_url=env.get("STEMKUBE_PUBLIC_URL") or None,
+        pod_policy=_pod_policy(env, deadline, ttl),
     )

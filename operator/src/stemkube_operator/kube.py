@@ -14,6 +14,30 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
+class JobRefusedError(Exception):
+    """The API server refused to create a Job, and would refuse it again: it is invalid (422,
+    400) or an admission check of the cluster forbids it (403). Retrying would loop forever."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _refusal(exc: ApiException) -> JobRefusedError | None:
+    """A final refusal, or None for what may pass on another try (a conflict, throttling, a
+    quota that a finishing Job frees, the server's own trouble)."""
+    if exc.status not in (400, 403, 422):
+        return None
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    if exc.status == 403 and "exceeded quota" in message:
+        return None
+    return JobRefusedError(int(exc.status), " ".join(message.split())[:1000])
+
+
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
@@ -56,7 +80,7 @@ class Kube:
 
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Creates the Job, or returns the one that exists: a retried or repeated creation (after
-        an operator restart, say) is not an error."""
+        an operator restart, say) is not an error. JobRefusedError when it never can be created."""
         meta = manifest["metadata"]
         try:
             return _json(
@@ -65,6 +89,9 @@ class Kube:
                 )
             )
         except ApiException as exc:
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from exc
             if exc.status != 409:
                 raise
         existing = self.read_job(meta["namespace"], meta["name"])

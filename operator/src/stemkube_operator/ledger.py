@@ -18,8 +18,9 @@ def _created(metadata: dict[str, Any]) -> datetime.datetime | None:
         return None
 
 
-def entry_for(cr: dict[str, Any], now: datetime.datetime) -> tuple[str, str] | None:
-    """(bucket, key) of the entry for a SeparationJob being deleted: only one an API key
+def entry_for(cr: dict[str, Any], now: datetime.datetime, root: str = "") -> tuple[str, str] | None:
+    """(bucket, key) of the entry for a SeparationJob being deleted, under ``root`` (its
+    namespace's storage prefix, where the API of that namespace reads it): only one an API key
     created, whose song was decoded, created within the window; else None."""
     metadata = cr.get("metadata") or {}
     key_id = (metadata.get("labels") or {}).get(API_KEY_ID_LABEL)
@@ -37,14 +38,15 @@ def entry_for(cr: dict[str, Any], now: datetime.datetime) -> tuple[str, str] | N
         or not uid
     ):
         return None
-    return bucket, usage.usage_key(usage.Entry(key_id, created, uid, seconds))
+    return bucket, usage.usage_key(usage.Entry(key_id, created, uid, seconds), root)
 
 
-def expired(keys: list[str], now: datetime.datetime) -> list[str]:
-    """The entries among ``keys`` that no longer count (older than the window)."""
+def expired(keys: list[str], now: datetime.datetime, root: str = "") -> list[str]:
+    """The entries among ``keys`` (under ``root``) that no longer count (older than the
+    window)."""
     out = []
     for key in keys:
-        entry = usage.parse_usage_key(key)
+        entry = usage.parse_usage_key(key, root)
         if entry is not None and not usage.in_window(entry.created, now):
             out.append(key)
     return out

@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import batch, exitcodes, usage
+from stemkube_contract import batch, exitcodes, refusals, urls, usage
 from stemkube_contract import options as catalogue
+from stemkube_contract.keys import key_problem
 from stemkube_operator import ledger, metrics
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
-from stemkube_operator.jobspec import build_batch_job
-from stemkube_operator.kube import Kube
+from stemkube_operator.jobspec import build_batch_job, source_url
+from stemkube_operator.kube import JobRefusedError, Kube
 from stemkube_operator.queue import Entry, companions, queue_position
 from stemkube_operator.resource import UID_LABEL, job_name
 from stemkube_operator.status import (
@@ -94,6 +95,18 @@ def _owned_by(job: dict[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
 
 
+def _refusal(config: OperatorConfig, cr: dict[str, Any]) -> tuple[str, str] | None:
+    """``admission.refusal`` with everything this deployment checks, its storage scopes too."""
+    return refusal(
+        cr["spec"],
+        config.models,
+        config.limits,
+        config.pod_policy,
+        namespace=cr["metadata"]["namespace"],
+        scopes=config.scopes,
+    )
+
+
 def _joining(rt: Runtime, entries: list[Entry], uid: str) -> list[dict[str, Any]]:
     """The waiting SeparationJobs that join this one's Job, read afresh: one deleted or refused
     since the index saw it stays out."""
@@ -105,7 +118,7 @@ def _joining(rt: Runtime, entries: list[Entry], uid: str) -> list[dict[str, Any]
             continue
         if other["metadata"]["uid"] != entry.uid or (other.get("status") or {}).get("jobName"):
             continue
-        if refusal(other["spec"], config.models, config.limits) is not None:
+        if _refusal(config, other) is not None:
             continue
         found.append(other)
     return found
@@ -183,9 +196,12 @@ def reconcile(
     just_created = False
     refused = None
     if job is None:
-        refused = refusal(cr["spec"], rt.config.models, rt.config.limits)
+        refused = _refusal(rt.config, cr)
     if job is None and refused is None:
-        queued_ahead, job = _admit(rt, cr, everyone, batch_of)
+        try:
+            queued_ahead, job = _admit(rt, cr, everyone, batch_of)
+        except JobRefusedError as exc:
+            refused = _job_refusal(exc, cr["spec"])
         just_created = job is not None and job["metadata"]["name"] == wanted
     # A Job created a moment ago has no pods yet: spare the API server the list.
     pods = rt.kube.list_pods(namespace, _pods_label(job)) if job and not just_created else []
@@ -223,6 +239,18 @@ def reconcile(
         patch["reason"],
         patch["message"],
     )
+
+
+def _job_refusal(exc: JobRefusedError, spec: dict[str, Any]) -> tuple[str, str]:
+    """A Job the API server will never create fails its SeparationJob (a cluster's own
+    admission policy on Jobs, a pod the checks above did not foresee) instead of a creation
+    retried on every sync."""
+    reason = refusals.FORBIDDEN if exc.status == 403 else refusals.INVALID_ARGUMENTS
+    message = exc.message
+    url = source_url(spec)
+    if url:  # the server may quote the pod's environment: no query (a signature) in a status
+        message = message.replace(url, urls.redact(url))
+    return reason, f"the API server refused the separation's Job ({exc.status}): {message}"
 
 
 def _pods_label(job: dict[str, Any]) -> str:
@@ -289,19 +317,35 @@ def expire(rt: Runtime, cr: dict[str, Any], now: datetime.datetime) -> bool:
 def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
     """The finalizer's work: the job's input and result leave storage with it; the song it
     separated stays counted for its key's day (the ledger entry goes first: a failed write
-    is retried with the rest, never skipped)."""
+    is retried with the rest, never skipped). Nothing outside the namespace's storage scope
+    is written or deleted, whatever the SeparationJob names (it may have been refused for
+    naming it)."""
     now = datetime.datetime.now(datetime.UTC)
-    entry = ledger.entry_for(cr, now)
-    if entry is not None:
+    namespace = str(cr["metadata"].get("namespace") or "")
+    scope = rt.config.scopes.of(namespace)
+    entry = ledger.entry_for(cr, now, scope.prefix)
+    if entry is not None and scope.allows(*entry):
         bucket, key = entry
         rt.storage.put_empty(bucket, key)
         prefix = key.rsplit("/", 1)[0] + "/"
-        for old in ledger.expired(rt.storage.keys(bucket, prefix), now):
+        for old in ledger.expired(rt.storage.keys(bucket, prefix), now, scope.prefix):
             rt.storage.delete(bucket, old)
     spec = cr.get("spec") or {}
     for ref in (spec.get("input"), spec.get("output")):
-        if ref and ref.get("bucket") and ref.get("key"):
-            rt.storage.delete(ref["bucket"], ref["key"])
+        if not (ref and ref.get("bucket") and ref.get("key")):
+            continue
+        bucket, key = str(ref["bucket"]), str(ref["key"])
+        if key_problem(key) is None and scope.allows(bucket, key):
+            rt.storage.delete(bucket, key)
+        else:
+            log.info(
+                "cleanup of %s/%s leaves s3://%s/%s: outside the namespace's storage (%s)",
+                namespace,
+                cr["metadata"].get("name"),
+                bucket,
+                key,
+                scope.describe(),
+            )
     rt.phases.forget(cr["metadata"]["uid"])
     rt.admitted.pop(cr["metadata"]["uid"], None)
     rt.announced.pop(cr["metadata"]["uid"], None)
