@@ -311,7 +311,7 @@ def test_local_mode_keeps_the_request_hash_and_refuses_a_second_creation(
         plain = new_job(str(uuid.uuid4()), None)
         table.insert(new_row(plain, Catalog(), NOW))
         assert table.request_hash(plain.job_id) is None
-        assert table._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+        assert table._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
     finally:
         table.close()
 
@@ -327,7 +327,7 @@ def test_a_version_4_database_gains_the_table(tmp_path: Path) -> None:
     table = JobTable(path)
     try:
         assert table.request_hash("x") is None
-        assert table._query("PRAGMA user_version")[0][0] == 6
+        assert table._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
     finally:
         table.close()
 

@@ -103,9 +103,9 @@ def test_a_schema_2_database_is_migrated_and_its_jobs_have_no_tenant(tmp_path: P
     assert table.all_owned("acme") == []
     table.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         columns = [c[1] for c in db.execute("PRAGMA table_info(jobs)")]
-        assert columns[-5:-3] == ["tenant", "key_id"]
+        assert columns[-6:-4] == ["tenant", "key_id"]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "audio_usage" in tables  # schema 4: the audio ledger
     JobTable(path).close()  # opening it again changes nothing

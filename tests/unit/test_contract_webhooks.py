@@ -332,7 +332,7 @@ def test_local_mode_migrates_schema_5_and_keeps_the_delivery(tmp_path: Path) -> 
         db.execute("PRAGMA user_version=5")
     table = JobTable(path)
     try:
-        assert table._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+        assert table._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
         owned = table.get_owned("j")
         assert owned is not None
         assert (owned.webhook_url, owned.webhook) == (None, None)

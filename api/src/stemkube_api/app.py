@@ -17,7 +17,17 @@ from stemkube_api.auth.store import KeyStore
 from stemkube_api.errors import add_handlers
 from stemkube_api.interfaces import JobBackend, ObjectStore
 from stemkube_api.metrics import Metrics, MetricsMiddleware, MetricsServer
-from stemkube_api.routes import downloads, events, health, jobs, models, sources, ui, uploads
+from stemkube_api.routes import (
+    batches,
+    downloads,
+    events,
+    health,
+    jobs,
+    models,
+    sources,
+    ui,
+    uploads,
+)
 from stemkube_api.services import Services
 from stemkube_api.settings import Settings
 from stemkube_api.web import BoundedHead, SecurityHeaders, cors_middleware
@@ -78,5 +88,7 @@ def create_app(
     app.include_router(sources.router)  # POST /jobs: a job from a URL
     app.include_router(uploads.router())  # POST /uploads: direct uploads, and their sweep
     app.include_router(events.router())
+    app.include_router(batches.router(settings))  # POST /batches: several songs at once
+    batches.add_schemas(app)
     app.include_router(ui.router)  # the web page (/ui/): open, it holds no data
     return app

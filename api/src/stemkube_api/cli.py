@@ -356,10 +356,14 @@ def kubernetes_app(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Fa
     from stemkube_api.kubernetes.backend import KubernetesBackend, api_client
     from stemkube_api.kubernetes.keys import SecretKeyStore
     from stemkube_api.kubernetes.store import S3Store
-    from stemkube_api.settings import load_settings
+    from stemkube_api.settings import load_settings, storage_root
 
     settings = load_settings(env)
-    settings = replace(settings, auth=kubernetes_mode(settings.auth, args.no_auth))
+    settings = replace(
+        settings,
+        auth=kubernetes_mode(settings.auth, args.no_auth),
+        key_root=storage_root(env, settings.namespace, settings.bucket),
+    )
     store = S3Store.from_settings(settings)
     try:
         backend = KubernetesBackend.from_settings(settings, ledger=store.keys)

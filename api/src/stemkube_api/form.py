@@ -79,7 +79,8 @@ def extended_filename(disposition: bytes) -> str | None:
 
 
 class _Collector:
-    def __init__(self) -> None:
+    def __init__(self, max_parts: int = MAX_PARTS) -> None:
+        self.max_parts = max_parts
         self.events: list[Event] = []
         self._header_name = b""
         self._header_value = b""
@@ -91,8 +92,8 @@ class _Collector:
 
     def on_part_begin(self) -> None:
         self._parts += 1
-        if self._parts > MAX_PARTS:
-            raise FormError(f"the form has more than {MAX_PARTS} parts")
+        if self._parts > self.max_parts:
+            raise FormError(f"the form has more than {self.max_parts} parts")
         self._headers = {}
         self._field = None
         self._value = bytearray()
@@ -143,9 +144,12 @@ class _Collector:
             self.events.append(Field(self._field, self._value.decode("utf-8", "replace")))
 
 
-async def read_form(stream: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[Event]:
-    """The form's events in order; consecutive file bytes of one body chunk come merged."""
-    collector = _Collector()
+async def read_form(
+    stream: AsyncIterator[bytes], boundary: bytes, max_parts: int = MAX_PARTS
+) -> AsyncIterator[Event]:
+    """The form's events in order; consecutive file bytes of one body chunk come merged.
+    ``max_parts``: more is refused (a batch's form holds a part per song)."""
+    collector = _Collector(max_parts)
     parser = MultipartParser(
         boundary,
         {

@@ -146,6 +146,8 @@ class NewJob:
     # Where the job's outcome is POSTed when it ends (``stemkube_contract.webhooks``): the
     # request's, else the deployment's default; its form checked. Never shown with its query.
     webhook_url: str | None = None
+    # The request batch (``POST /batches``) the job was created in, if any.
+    batch_id: str | None = None
 
 
 class JobExistsError(Exception):

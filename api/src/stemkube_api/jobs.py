@@ -20,6 +20,7 @@ from stemkube_contract.keys import result_key, valid_job_id
 from stemkube_contract.models import Catalog
 from stemkube_contract.options import Options
 from stemkube_contract.resource import (
+    BATCH_LABEL,
     CREATED_AT_ANNOTATION,
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -47,12 +48,12 @@ STEM_MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac
 UNKNOWN_EXTENSION = "bin"
 
 
-def input_key(job_id: str, extension: str, tenant: str | None = None) -> str:
+def input_key(job_id: str, extension: str, tenant: str | None = None, root: str = "") -> str:
     """Where an upload is stored: the job id and an extension from the sniffer's allow-list
-    (or ``UNKNOWN_EXTENSION``), under its tenant's prefix."""
+    (or ``UNKNOWN_EXTENSION``), under its tenant's prefix and the deployment's ``root``."""
     if extension not in EXTENSIONS and extension != UNKNOWN_EXTENSION:
         raise ValueError(f"not an allowed extension: {extension!r}")
-    return keys.input_key(job_id, extension, tenant)
+    return keys.input_key(job_id, extension, tenant, root)
 
 
 def clean_filename(name: str | None) -> str:
@@ -176,6 +177,7 @@ class JobRecord:
     # (None: no attempt yet).
     webhook_url: str | None = None
     webhook: Delivery | None = None
+    batch_id: str | None = None  # the request batch (POST /batches) it was created in
 
     @property
     def model(self) -> str:
@@ -244,6 +246,7 @@ def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobReco
         tenant=(meta.get("labels") or {}).get(TENANT_LABEL) or None,
         webhook_url=(spec.get("webhook") or {}).get("url") or None,
         webhook=Delivery.from_status(status.get("webhook")),
+        batch_id=(meta.get("labels") or {}).get(BATCH_LABEL) or None,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stemkube_api.sizes import format_size, parse_size
-from stemkube_contract import webhooks
+from stemkube_contract import scopes, webhooks
 from stemkube_contract.limits import DEFAULT_MAX_FILE_SIZE, max_file_size_from_env
 from stemkube_contract.models import Catalog, ModelsError, catalog_from_env
 from stemkube_contract.options import LIMITS_ENV, Limits, parse_limits
@@ -31,7 +31,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     namespace: str = "default"
-    bucket: str = "stemkube"
+    bucket: str = scopes.DEFAULT_BUCKET
     max_file_size: int = parse_size(DEFAULT_MAX_FILE_SIZE)
     presigned_downloads: bool = False
     presign_expiry: datetime.timedelta = datetime.timedelta(minutes=15)
@@ -53,6 +53,10 @@ class Settings:
     # The webhook of jobs that name none (STEMKUBE_WEBHOOK_URL; the chart's
     # webhooks.defaultUrl): stored with each such job when it is created.
     webhook_url: str | None = None
+    # The prefix of every object key this API writes (Kubernetes mode: its namespace's storage
+    # scope, ``storage_root``, so that its SeparationJobs pass the operator's and the admission
+    # policy's confinement); empty in local mode.
+    key_root: str = ""
 
     @property
     def max_file_size_text(self) -> str:
@@ -123,7 +127,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models=models,
         limits=limits,
         namespace=env.get("STEMKUBE_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
-        bucket=env.get("STEMKUBE_BUCKET") or "stemkube",
+        bucket=env.get("STEMKUBE_BUCKET") or scopes.DEFAULT_BUCKET,
         max_file_size=max_size,
         presigned_downloads=_bool(env, "STEMKUBE_PRESIGNED_DOWNLOADS"),
         presign_expiry=datetime.timedelta(seconds=expiry),
@@ -141,3 +145,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth=parse_auth(env),
         webhook_url=webhook_url,
     )
+
+
+def storage_root(env: Mapping[str, str], namespace: str, bucket: str) -> str:
+    """Kubernetes mode's key root: the storage scope of the API's namespace
+    (``STEMKUBE_STORAGE_SCOPES``, ``stemkube_contract.scopes``), which must hold its bucket."""
+    try:
+        scope = scopes.scopes_from_env(env, bucket).of(namespace)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if scope.bucket not in (scopes.ANY_BUCKET, bucket):
+        raise SettingsError(
+            f"STEMKUBE_BUCKET {bucket!r} is outside the storage scope of namespace {namespace} "
+            f"({scope.describe()}): the operator would refuse every job this API creates"
+        )
+    return scope.prefix

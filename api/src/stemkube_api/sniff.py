@@ -6,6 +6,8 @@ and this fixed allow-list, never from the user's file name.
 
 from dataclasses import dataclass
 
+from stemkube_contract.formats import AUDIO_EXTENSIONS
+
 SNIFF_BYTES = 512  # enough for every signature below
 
 
@@ -19,31 +21,9 @@ class NotAudioError(ValueError):
     """The upload is not audio this service reads; the message says what it looks like."""
 
 
-EXTENSIONS = frozenset(
-    {
-        "mp3",
-        "mp2",
-        "aac",
-        "wav",
-        "flac",
-        "ogg",
-        "opus",
-        "oga",
-        "m4a",
-        "mp4",
-        "mov",
-        "3gp",
-        "aiff",
-        "webm",
-        "mka",
-        "caf",
-        "wma",
-        "amr",
-        "ape",
-        "wv",
-        "au",
-    }
-)
+# Every extension a detected format is stored under: the contract's list, which the client
+# also picks a folder's songs by.
+EXTENSIONS = AUDIO_EXTENSIONS
 
 ACCEPTED = "MP3, WAV, FLAC, OGG/Opus, M4A/AAC, AIFF, WebM/Matroska, CAF, WMA"
 

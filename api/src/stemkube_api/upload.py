@@ -293,7 +293,9 @@ class UploadReceiver:
                 f"send {ACCEPTED}",
                 "not_audio",
             ) from None
-        self.key = input_key(self.upload_id, detected.extension, self.caller.tenant)
+        self.key = input_key(
+            self.upload_id, detected.extension, self.caller.tenant, self.settings.key_root
+        )
         self.writer = self.services.store.writer(self.key, self.limit, "application/octet-stream")
         self.batch.extend(self.head)
 

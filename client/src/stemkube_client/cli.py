@@ -8,6 +8,7 @@ and nowhere else: never printed, never in a message.
 """
 
 import argparse
+import contextlib
 import email.message
 import email.utils
 import json
@@ -28,6 +29,7 @@ from stemkube_client.direct import upload_direct
 from stemkube_client.progress import PERCENT, Progress
 from stemkube_client.table import print_jobs
 from stemkube_contract import options as catalogue
+from stemkube_contract.formats import AUDIO_EXTENSIONS
 from stemkube_contract.limits import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
@@ -383,10 +385,155 @@ def _fields(args: argparse.Namespace) -> dict[str, str]:
     return {name: catalogue.BY_NAME[name].text(value) for name, value in given.items()}
 
 
+def songs_of(paths: Sequence[str]) -> list[Path]:
+    """The songs of ``separate``'s paths, in order: a file as given; a folder's audio files
+    directly in it (by the contract's extensions, sorted by name: the server tells a file's
+    format from its bytes, the extension only picks files)."""
+    songs: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower().removeprefix(".") in AUDIO_EXTENSIONS
+            )
+            if not found:
+                raise CliError(EXIT_USAGE, f"no audio files in {path}")
+            songs += found
+        elif path.is_file():
+            songs.append(path)
+        else:
+            raise CliError(EXIT_USAGE, f"no such file: {path}")
+    return songs
+
+
+class _SharedCount:
+    """The bytes of several files sent in one request, as one phase's progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.sent = 0
+
+
+class _CountingPart(_CountingFile):
+    def __init__(self, handle: IO[bytes], shared: _SharedCount) -> None:
+        super().__init__(handle, shared.progress)
+        self._shared = shared
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size if size and size > 0 else CHUNK)
+        self._shared.sent += len(data)
+        self._shared.progress.update(self._shared.sent)
+        return data
+
+
+def upload_batch(
+    api: Api, songs: list[Path], fields: dict[str, str], progress: Progress, threshold: int
+) -> dict[str, Any]:
+    """One batch of ``songs``: one multipart request, or, when a song is larger than
+    ``threshold``, each song by direct upload (no job) and a JSON batch naming them."""
+    if any(song.stat().st_size > threshold for song in songs):
+        sources = []
+        for song in songs:
+            ready = upload_direct(api, song, fields, progress, create_job=False)
+            sources.append({"upload_id": ready["upload_id"]})
+        body: dict[str, Any] = api.json(
+            "POST", "/batches", "batch", json={"sources": sources, "options": fields}
+        )
+        return body
+    total = sum(song.stat().st_size for song in songs)
+    shared = _SharedCount(progress)
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(song.open("rb")) for song in songs]
+        files = [
+            ("file", (song.name, _CountingPart(handle, shared), "application/octet-stream"))
+            for song, handle in zip(songs, handles, strict=True)
+        ]
+        progress.start(f"uploading {len(songs)} songs", total)
+        try:
+            response = api.http.post(
+                "/batches",
+                files=files,  # type: ignore[arg-type]
+                data=fields,
+                timeout=httpx.Timeout(60.0, connect=10.0, write=120.0),
+            )
+        except httpx.TransportError as exc:
+            api._fail(exc)
+        finally:
+            progress.stop()
+    created: dict[str, Any] = api.check(response, f"batch of {len(songs)} songs").json()
+    return created
+
+
+def follow_batch(
+    api: Api, batch_id: str, names: dict[str, str], progress: Progress, interval: float
+) -> dict[str, dict[str, Any]]:
+    """Follows the batch's jobs (``names``: job id -> song) until each has finished or gone,
+    by polling ``GET /batches/{id}`` (one request for every song): each job's last status; a
+    deleted job is missing."""
+    order = list(names)
+    progress.start_songs([names[job_id] for job_id in order])
+    last: dict[str, dict[str, Any]] = {}
+    try:
+        while True:
+            try:
+                batch: dict[str, Any] = api.json("GET", f"/batches/{batch_id}", f"batch {batch_id}")
+            except RateLimitedError as exc:
+                wait = max(exc.retry_after or 0, interval)
+                progress.say(
+                    f"batch {batch_id}: HTTP 429: {exc.detail}; polling again in {wait:g} s"
+                )
+                time.sleep(wait)
+                continue
+            seen = {job["job_id"]: job for job in batch["jobs"]}
+            for index, job_id in enumerate(order):
+                job = seen.get(job_id)
+                if job is None:
+                    progress.update_song(index, 0, "deleted")
+                    last.pop(job_id, None)
+                    continue
+                last[job_id] = job
+                progress.update_song(index, int(job.get("progress") or 0), job["status"])
+            if all(
+                job_id not in seen or seen[job_id]["status"] in ("completed", "failed")
+                for job_id in order
+            ):
+                return last
+            time.sleep(interval)
+    finally:
+        progress.stop()
+
+
+def separate_batch(
+    api: Api, args: argparse.Namespace, songs: list[Path], progress: Progress
+) -> int:
+    created = upload_batch(api, songs, _fields(args), progress, args.direct_upload_threshold)
+    batch_id = created["batch_id"]
+    names = {job["job_id"]: job["filename"] for job in created["jobs"]}
+    progress.say(f"batch {batch_id} created: {len(names)} jobs")
+    done = follow_batch(api, batch_id, names, progress, args.poll_interval)
+    # Several ZIPs go in a folder: --output names it (made if need be), else the current one.
+    output = args.output.rstrip("/" + os.sep) + os.sep if args.output else None
+    failed = []
+    for job_id, name in names.items():
+        status = done.get(job_id)
+        if status is None:
+            failed.append(f"job {job_id} ({name}) was deleted")
+        elif status["status"] == "failed":
+            failed.append(f"job {job_id} ({name}) failed: {status.get('error') or 'no reason'}")
+        else:
+            print(download(api, job_id, output, progress))
+    if failed:
+        raise CliError(EXIT_FAILED, "; ".join(failed))
+    return EXIT_OK
+
+
 def cmd_separate(api: Api, args: argparse.Namespace, progress: Progress) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        raise CliError(EXIT_USAGE, f"no such file: {path}")
+    songs = songs_of(args.file)
+    if len(args.file) > 1 or Path(args.file[0]).is_dir():
+        return separate_batch(api, args, songs, progress)
+    path = songs[0]
     if path.stat().st_size > args.direct_upload_threshold:
         created = upload_direct(api, path, _fields(args), progress)
     else:
@@ -502,11 +649,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     separate = commands.add_parser(
-        "separate", help="upload a song, wait for its stems, download the ZIP"
+        "separate",
+        help="upload a song (or several: one batch), wait for its stems, download the ZIP",
     )
-    separate.add_argument("file", help="the song")
     separate.add_argument(
-        "-o", "--output", help="where to save the ZIP (default: <song>_stems.zip here)"
+        "file",
+        nargs="+",
+        help="the song; or several songs and folders (a folder: the audio files directly in "
+        "it), sent as one batch (POST /batches) and followed with a bar each",
+    )
+    separate.add_argument(
+        "-o",
+        "--output",
+        help="where to save the ZIP (default: <song>_stems.zip here); with several songs, "
+        "the folder for their ZIPs (made if need be)",
     )
     # The separation options, as the server's catalogue states them; the server's own
     # defaults apply to what is not given.

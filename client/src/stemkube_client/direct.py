@@ -22,9 +22,11 @@ def upload_direct(
     fields: dict[str, str],
     progress: Any,
     sleep: Callable[[float], None] = time.sleep,
+    create_job: bool = True,
 ) -> dict[str, Any]:
     """The job created from ``path`` uploaded in parts (``api``: the CLI's ``Api``;
-    ``fields``: the job's options, as the form's fields)."""
+    ``fields``: the job's options, as the form's fields). ``create_job`` False: no job, the
+    upload completed for a batch (``POST /batches``' ``upload_id`` source): its answer."""
     size = path.stat().st_size
     begun = api.json(
         "POST",
@@ -60,7 +62,7 @@ def upload_direct(
         "POST",
         f"/uploads/{upload_id}/complete",
         f"upload of {path.name}",
-        json={"parts": done},
+        json={"parts": done} if create_job else {"parts": done, "create_job": False},
         timeout=httpx.Timeout(300.0, connect=10.0),
     )
     return created

@@ -1,7 +1,8 @@
 """Progress of the phase under way (upload bytes, the job's separation, download bytes) on
 stderr: a rich bar on a terminal; elsewhere (a log, CI, a pipe) plain lines without control
 characters, one per meaningful change: a phase's start, each further tenth of it, its end, a new
-status word."""
+status word. Several songs (a batch) are followed together: a bar each (``start_songs``,
+``update_song``), or each song's plain lines, throttled alike."""
 
 from rich.console import Console
 from rich.filesize import decimal
@@ -39,6 +40,10 @@ class Progress:
         # What the last plain line told: the phase's tenth (or mebibyte) and its description.
         self._step: int | None = None
         self._told: str | None = None
+        # A batch's songs: a task each on the bar, or what each one's plain line last told.
+        self._song_tasks: list[TaskID] = []
+        self._song_names: list[str] = []
+        self._song_told: list[tuple[int, str] | None] = []
 
     def start(self, description: str, total: float | None, unit: str = BYTES) -> None:
         self.stop()
@@ -76,7 +81,42 @@ class Progress:
             self.console.file.write(line + "\n")
             self.console.file.flush()
 
+    def start_songs(self, names: list[str]) -> None:
+        """A bar per song (0-100), each described by ``names[i]`` and the job's status word."""
+        self.stop()
+        self._open = True
+        self._unit, self._total = PERCENT, 100
+        self._song_names = list(names)
+        self._song_told = [None] * len(names)
+        if self.quiet:
+            return
+        if self.tty:
+            self._bar = Bar(*self._columns(PERCENT), console=self.console, transient=False)
+            self._bar.start()
+            self._song_tasks = [self._bar.add_task(f"{name}: pending", total=100) for name in names]
+        else:
+            for index in range(len(names)):
+                self.update_song(index, 0, "pending")
+
+    def update_song(self, index: int, percent: float, word: str) -> None:
+        """Song ``index``'s job: its progress and status word. A plain line when it reaches a
+        further tenth or its word changes."""
+        if self.quiet or index >= len(self._song_names):
+            return
+        description = f"{self._song_names[index]}: {word}"
+        if self._bar is not None and index < len(self._song_tasks):
+            self._bar.update(self._song_tasks[index], completed=percent, description=description)
+            return
+        if self.tty:
+            return
+        told = (int(min(max(percent, 0), 100) // 10), word)
+        if told == self._song_told[index]:
+            return
+        self._song_told[index] = told
+        self.say(f"{description} {int(percent)}%")
+
     def stop(self) -> None:
+        self._song_tasks, self._song_names, self._song_told = [], [], []
         if self._bar is not None:
             self._bar.stop()
             self._bar, self._task = None, None

@@ -38,6 +38,11 @@ INPUT_SIZE_ANNOTATION = "stemkube.io/input-size"
 # it as the annotation (a later request of the key replays only if it is the same).
 IDEMPOTENCY_KEY_LABEL = "stemkube.io/idempotency-key"
 IDEMPOTENCY_REQUEST_ANNOTATION = "stemkube.io/idempotency-request"
+# The request batch (POST /batches: several songs sent at once by a client) a SeparationJob was
+# created in: the batch's id, a UUID the API made. Not the operator's GPU batching of several
+# SeparationJobs into one Job (``stemkube_contract.batch``), which no user sees: hence
+# "request-batch".
+BATCH_LABEL = "stemkube.io/request-batch"
 CONTAINER = "separator"
 
 MAX_LABEL_VALUE = 63

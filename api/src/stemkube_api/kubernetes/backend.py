@@ -36,6 +36,7 @@ from stemkube_contract.resource import (
     API_VERSION,
     APP_NAME,
     APP_NAME_LABEL,
+    BATCH_LABEL,
     CREATED_BY_LABEL,
     GROUP,
     IDEMPOTENCY_KEY_LABEL,
@@ -71,6 +72,8 @@ def manifest(
         labels[TENANT_LABEL] = job.tenant
     if job.key_id:
         labels[API_KEY_ID_LABEL] = job.key_id
+    if job.batch_id:
+        labels[BATCH_LABEL] = job.batch_id
     annotations = {CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))}
     if job.input_size is not None:
         annotations[INPUT_SIZE_ANNOTATION] = str(job.input_size)
@@ -183,11 +186,14 @@ class KubernetesBackend:
         bucket: str,
         models: Catalog | None = None,
         ledger: Callable[[str], list[str]] | None = None,
+        root: str = "",
     ) -> None:
         """``ledger``: the object keys under a prefix (``S3Store.keys``), for the audio
-        quota's entries of deleted jobs (``stemkube_contract.usage``)."""
+        quota's entries of deleted jobs (``stemkube_contract.usage``). ``root``: the prefix of
+        the keys of this namespace's jobs (``Settings.key_root``)."""
         self.models = models or Catalog()
         self.ledger = ledger
+        self.root = root
         self._objects = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.bucket = bucket
@@ -204,6 +210,7 @@ class KubernetesBackend:
             settings.bucket,
             settings.models,
             ledger,
+            settings.key_root,
         )
 
     def start(self) -> None:
@@ -213,7 +220,7 @@ class KubernetesBackend:
         self.cache.stop()
 
     def create(self, job: NewJob) -> JobRecord:
-        output = result_key(job.job_id, job.tenant)
+        output = result_key(job.job_id, job.tenant, self.root)
         body = manifest(job, self.namespace, self.bucket, output, self.models)
         try:
             created: dict[str, Any] = self._objects.create_namespaced_custom_object(
@@ -311,7 +318,9 @@ class KubernetesBackend:
             raise UnavailableError(
                 f"the SeparationJob watch has not synced ({self.cache.last_error or 'starting'})"
             )
-        ledger = self.ledger(usage.usage_prefix(key_id)) if self.ledger else []
+        # The operator writes a job's entry under its namespace's scope, this API's root.
+        listed = self.ledger(usage.usage_prefix(key_id, self.root)) if self.ledger else []
+        ledger = [key.removeprefix(self.root) for key in listed]
         return usage_from(self.cache.all(), key_id, ledger, now)
 
     def model_problem(self, model: str) -> str | None:

@@ -61,6 +61,7 @@ class LocalBackend:
             tenant=owned.tenant,
             webhook_url=owned.webhook_url,
             webhook=owned.webhook,
+            batch_id=owned.batch_id,
         )
 
     def create(self, job: NewJob) -> JobRecord:
@@ -71,11 +72,15 @@ class LocalBackend:
         if job.idempotency_key is not None:
             idempotency = (job.idempotency_key, job.request_hash or "")
         try:
-            self.table.insert(row, job.tenant, job.key_id, idempotency, job.webhook_url)
+            self.table.insert(
+                row, job.tenant, job.key_id, idempotency, job.webhook_url, job.batch_id
+            )
         except sqlite3.IntegrityError as exc:  # its idempotency key's job, made already
             raise JobExistsError(job.job_id) from exc
         self.workers.wake()
-        return self._record(Owned(row, job.tenant, job.key_id, job.webhook_url))
+        return self._record(
+            Owned(row, job.tenant, job.key_id, job.webhook_url, batch_id=job.batch_id)
+        )
 
     def get(self, job_id: str) -> JobRecord | None:
         if not valid_job_id(job_id):

@@ -25,7 +25,8 @@ from stemkube_contract.usage import WINDOW
 # 6: the job's webhook: its URL, its delivery state (``webhooks.Delivery`` as JSON, the
 #    status.webhook shape) and when its next attempt is due (NULL: none); NULL for the jobs
 #    there are (they have none).
-SCHEMA_VERSION = 6
+# 7: the request batch (POST /batches) a job was created in; NULL for the jobs there are.
+SCHEMA_VERSION = 7
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     key_id TEXT,
     webhook_url TEXT,
     webhook TEXT,
-    webhook_due TEXT
+    webhook_due TEXT,
+    batch_id TEXT
 )
 """
 INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"
@@ -81,6 +83,9 @@ IDEMPOTENCY_WINDOW = datetime.timedelta(hours=24)
 # never by a save.
 WEBHOOK_COLUMNS = ("webhook_url", "webhook", "webhook_due")
 WEBHOOK_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_webhook_due ON jobs (webhook_due)"
+# Written once, at insert; GET and DELETE /batches/{id} find a batch's jobs by it.
+BATCH_COLUMN = "batch_id"
+BATCH_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch_id)"
 # The row's own columns, which the workers read and write; the owner's (tenant, key_id) are
 # written once, at insert, and never by a save.
 COLUMNS = tuple(f.name for f in fields(JobRow))
@@ -96,6 +101,7 @@ class Owned:
     key_id: str | None = None
     webhook_url: str | None = None
     webhook: webhooks.Delivery | None = None
+    batch_id: str | None = None
 
 
 TIMES = ("created_at", "started_at", "completed_at")
@@ -138,6 +144,7 @@ def _owned(values: sqlite3.Row) -> Owned:
         values["key_id"],
         values["webhook_url"],
         _delivery(values["webhook"]),
+        values[BATCH_COLUMN],
     )
 
 
@@ -207,6 +214,21 @@ def _migrate_from_5(db: sqlite3.Connection) -> None:
         raise
 
 
+def _migrate_from_6(db: sqlite3.Connection) -> None:
+    """Schema 6 -> 7: the request batch's column, NULL for the jobs there are (made one by
+    one), in one transaction with the version."""
+    present = {c[1] for c in db.execute("PRAGMA table_info(jobs)").fetchall()}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if BATCH_COLUMN not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {BATCH_COLUMN} TEXT")
+        db.execute("PRAGMA user_version=7")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SchemaError(RuntimeError):
     pass
 
@@ -232,10 +254,13 @@ class JobTable:
                 _migrate_from_2(self._db)
             if 1 <= version <= 5:
                 _migrate_from_5(self._db)
+            if 1 <= version <= 6:
+                _migrate_from_6(self._db)
             self._db.execute(TABLE)
             self._db.execute(INDEX)
             self._db.execute(TENANT_INDEX)
             self._db.execute(WEBHOOK_INDEX)
+            self._db.execute(BATCH_INDEX)
             self._db.execute(AUDIO_TABLE)
             self._db.execute(AUDIO_INDEX)
             self._db.execute(IDEMPOTENCY_TABLE)
@@ -264,12 +289,20 @@ class JobTable:
         key_id: str | None = None,
         idempotency: tuple[str, str] | None = None,
         webhook_url: str | None = None,
+        batch_id: str | None = None,
     ) -> None:
         """Raises sqlite3.IntegrityError when a job of that id exists. ``idempotency``: the
         (key fingerprint, request hash) it was made under, written with it; older records
-        are forgotten. ``webhook_url``: where its outcome goes when it ends."""
-        values = {**_to_db(row), "tenant": tenant, "key_id": key_id, "webhook_url": webhook_url}
-        written = (*COLUMNS, *OWNER_COLUMNS, "webhook_url")
+        are forgotten. ``webhook_url``: where its outcome goes when it ends. ``batch_id``: the
+        request batch it was created in."""
+        values = {
+            **_to_db(row),
+            "tenant": tenant,
+            "key_id": key_id,
+            "webhook_url": webhook_url,
+            BATCH_COLUMN: batch_id,
+        }
+        written = (*COLUMNS, *OWNER_COLUMNS, "webhook_url", BATCH_COLUMN)
         names = ", ".join(written)
         marks = ", ".join(f":{name}" for name in written)
         with self._lock:

@@ -138,6 +138,36 @@ class CompleteUpload(BaseModel):
     )
 
     parts: list[CompletedPart] = Field(min_length=1, max_length=uploads.MAX_PARTS)
+    create_job: bool = Field(
+        True,
+        description="false: complete and check the file but create no job; the upload then "
+        "waits (until its expires_at) to join a batch as a source of POST /batches "
+        '({"sources": [{"upload_id": ...}]}), which creates its job with the batch\'s options.',
+    )
+
+
+class UploadReady(BaseModel):
+    """A direct upload completed without its job (``create_job`` false)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "upload_id": EXAMPLE_ID,
+                    "filename": "concert.flac",
+                    "size": 2_147_483_648,
+                    "expires_at": "2025-01-02T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    upload_id: str = Field(description="Name it as a source of POST /batches.")
+    filename: str
+    size: int
+    expires_at: datetime.datetime = Field(
+        description="Not in a batch by then, it is removed with its file."
+    )
 
 
 def _not_found(upload_id: str) -> ApiError:
@@ -264,7 +294,9 @@ def router(config: uploads.UploadConfig | None = None) -> APIRouter:
                 )
         await _admit(services, caller, body.size)
         store = uploads.multipart(services.store)
-        object_key = input_key(upload_id, uploads.extension_of(filename), caller.tenant)
+        object_key = input_key(
+            upload_id, uploads.extension_of(filename), caller.tenant, services.settings.key_root
+        )
         store_upload_id = await run_in_threadpool(
             store.begin_multipart, object_key, "application/octet-stream"
         )
@@ -379,12 +411,13 @@ def router(config: uploads.UploadConfig | None = None) -> APIRouter:
 
     @api.post(
         "/uploads/{upload_id}/complete",
-        response_model=JobCreated,
+        response_model=JobCreated | UploadReady,
         responses={
             **error_responses(401, 403, 404, 415, 422, 429, 503),
             400: idempotency.RESPONSES[400],
         },
-        summary="Complete a direct upload: its size and format are checked, its job created",
+        summary="Complete a direct upload: its size and format are checked, its job created "
+        "(or, create_job false, kept for a batch)",
     )
     async def complete_upload(
         upload_id: Annotated[str, Path()],
@@ -401,7 +434,7 @@ def router(config: uploads.UploadConfig | None = None) -> APIRouter:
                 "(`Idempotent-Replayed: true`).",
             ),
         ] = None,
-    ) -> JobCreated:
+    ) -> JobCreated | UploadReady:
         idempotency.validate_key(idempotency_key)
         record = await run_in_threadpool(uploads.load, services.store, upload_id)
         if record is None or record.tenant != caller.tenant:
@@ -448,6 +481,14 @@ def router(config: uploads.UploadConfig | None = None) -> APIRouter:
                 f"send {ACCEPTED}. The upload was removed",
                 "not_audio",
             ) from None
+        if not body.create_job:  # for a batch (routes/batches), which creates its job
+            log.info("upload %s completed (%d bytes), kept for a batch", upload_id, size)
+            return UploadReady(
+                upload_id=upload_id,
+                filename=record.filename,
+                size=size,
+                expires_at=record.expires_at,
+            )
         prepared = Prepared(
             filename=record.filename,
             shown={"upload_id": upload_id},
