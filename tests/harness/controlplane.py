@@ -1,7 +1,12 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
 and kube-scheduler, each a process of the binaries built by ``make tools``."""
 
+import contextlib
+import os
+import signal
 import ssl
+import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,35 @@ class ControlPlane:
 
     def log_tails(self) -> str:
         return "\n\n".join(f"== {p.name} ==\n{p.log_tail()}" for p in self.processes)
+
+    def restart_apiserver(self, down_seconds: float) -> None:
+        """Stops the plane's kube-apiserver for ``down_seconds`` and starts it again in place: the
+        same command line, so the same port, certificates and etcd data, and every client of the
+        session finds it where it was. The tier is shared by the whole session: whatever happens
+        here, the server is back and ready before this returns (or the session cannot go on)."""
+        index = next(i for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
+        old = self.processes[index]
+        argv = [str(a) for a in old.popen.args]  # type: ignore[union-attr]
+        try:
+            # Killed, as a crashed server goes: a graceful stop waits out the open watches here
+            # (30 s and more), which would make the outage longer than asked.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.popen.pid, signal.SIGKILL)
+            old.popen.wait(timeout=30)
+            time.sleep(down_seconds)
+        finally:
+            # Appended to the first run's log: a failed test's log tail shows both runs.
+            with old.log_path.open("ab") as log:
+                popen = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            new = procs.Process(name=old.name, popen=popen, log_path=old.log_path)
+            self.processes[index] = new
+            procs.wait_ready(new, lambda: _https_ok(f"{self.server}/readyz", self.pki), timeout=120)
 
 
 def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:

@@ -1,14 +1,16 @@
 """``stemkube-operator``: the operator's process. Leader election first, then Kopf."""
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
-from types import FrameType
+import time
+from collections.abc import Callable, Sequence
 
 import kopf
 from kubernetes import client, config
@@ -20,12 +22,17 @@ from stemkube_operator import (
 )
 from stemkube_operator.config import ConfigError, load_config
 from stemkube_operator.health import serve
-from stemkube_operator.kube import Kube
+from stemkube_operator.kube import Kube, TimedApiClient
 from stemkube_operator.leader import LeaderElector
 from stemkube_operator.reconcile import Runtime
 from stemkube_operator.storage import Storage
 
 log = logging.getLogger("stemkube_operator")
+POLL_SECONDS = 0.2
+# How long Kopf may take to stop on its own before what is left of it is cancelled.
+KOPF_STOP_SECONDS = 1.0
+# How long the exit waits for handlers still in a call (see _exit_when_idle).
+WORKERS_EXIT_SECONDS = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,10 +69,105 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _api_client() -> client.ApiClient:
+    configuration = client.Configuration()
     if os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-        return config.new_client_from_config()
-    config.load_incluster_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    return TimedApiClient(configuration)
+
+
+class _Supervisor:
+    """The process's life: wait for the Lease, run Kopf while leading, stand by again when the
+    Lease is not renewed in time (an API-server outage), stop on SIGTERM or SIGINT."""
+
+    def __init__(self, namespaces: tuple[str, ...], elector: LeaderElector | None) -> None:
+        self.namespaces, self.elector = namespaces, elector
+        self.halt = threading.Event()  # a signal came: the process stops
+        self.ready = threading.Event()  # Kopf runs and has started (its ready flag)
+        self._stopping = asyncio.Event()
+
+    def acting(self) -> bool:
+        """Whether this replica may act: it leads and is not stopping. Every write of ours
+        asks (Kube, the handlers, expiry), so that the writes end the moment leadership or the
+        process does, not when Kopf's queued handlers have wound down."""
+        return not self.halt.is_set() and (self.elector is None or self.elector.leads())
+
+    def _on_signal(self) -> None:
+        if not self.halt.is_set():
+            log.info("stopping: signal received")
+        self.halt.set()
+        self._stopping.set()
+
+    def _take_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+
+    async def _until(self, condition: Callable[[], bool]) -> bool:
+        """Waits for ``condition`` (polled: the Lease is renewed on another thread); False when
+        the process is stopping first."""
+        while not condition():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), POLL_SECONDS)
+            if self._stopping.is_set():
+                return False
+        return True
+
+    async def run(self, runtime: Runtime) -> None:
+        self._take_signals()
+        while not self.halt.is_set():
+            if self.elector is not None:
+                log.info("waiting for the lease %s/%s", self.elector.namespace, self.elector.name)
+                if not await self._until(self.acting):
+                    return
+            await self._term(runtime)
+            if not self.halt.is_set():
+                log.warning("stopped acting: the lease was not renewed in time; waiting for it")
+
+    async def _term(self, runtime: Runtime) -> None:
+        """One term of Kopf's processing, until the process stops or this replica stops
+        leading. Kopf starts afresh for each term: its watches, timers and indexes begin again,
+        and its resume handlers sync every unfinished SeparationJob."""
+        # An asyncio flag, not a threading.Event: Kopf waits for a threading.Event in a thread
+        # of the loop's default executor, which asyncio.run joins at exit, forever if the flag
+        # is never raised (what kept the operator alive after SIGTERM).
+        kopf_stop = asyncio.Event()
+        # What runs before Kopf is not Kopf's to cancel when it stops (this task).
+        ours = asyncio.all_tasks()
+        settings = kopf.OperatorSettings()
+        try:
+            tasks = await kopf.spawn_tasks(
+                clusterwide=not self.namespaces,
+                namespaces=self.namespaces,
+                standalone=True,  # one active replica by our Lease: no Kopf peering
+                settings=settings,
+                stop_flag=kopf_stop,
+                ready_flag=self.ready,
+                memo=kopf.Memo(runtime=runtime, acting=self.acting),
+            )
+            # Kopf has just taken SIGTERM and SIGINT for a flag of its own, which would stop
+            # this term but not the process: take them back (no await between: none is lost).
+            self._take_signals()
+            kopf_run = asyncio.create_task(kopf.run_tasks(tasks, ignored=ours), name="kopf")
+            while not kopf_run.done() and self.acting():
+                await asyncio.wait({kopf_run}, timeout=POLL_SECONDS)
+            if kopf_run.done():
+                kopf_run.result()  # Kopf ended on its own: its failure is the process's
+                return
+            kopf_stop.set()
+            if not (await asyncio.wait({kopf_run}, timeout=KOPF_STOP_SECONDS))[0]:
+                # Kopf waits 5 s more for any timer whose handler is still queued or running
+                # in its thread pool, which no cancellation reaches. Such a handler has nothing
+                # left to do (acting() is False: every write of ours refuses), so cut the wait
+                # short: cancelled, Kopf cancels what is left at once.
+                kopf_run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await kopf_run
+        finally:
+            self.ready.clear()
+            # Handlers still queued are dropped; one in a call ends by its request timeout.
+            settings.execution.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,47 +183,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     namespaces = tuple(args.namespace or settings.namespaces)
     api = _api_client()
-    runtime = Runtime(settings, Kube(api), Storage.from_env())
-
-    stop = threading.Event()
-    ready = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    elector = LeaderElector(api, args.lease_namespace, args.lease_name, args.identity)
-    serve(
-        args.port, lambda: ready.is_set() and (not args.leader_election or elector.leading.is_set())
+    elector = (
+        LeaderElector(api, args.lease_namespace, args.lease_name, args.identity)
+        if args.leader_election
+        else None
     )
-    if args.leader_election:
+    supervisor = _Supervisor(namespaces, elector)
+    acting = supervisor.acting
+    runtime = Runtime(settings, Kube(api, acting), Storage.from_env())
+    metrics.LEADING.set_function(lambda: 1.0 if acting() else 0.0)
+    serve(args.port, lambda: supervisor.ready.is_set() and acting())
+    expiry.start(runtime, namespaces, supervisor.halt, acting)
+    if elector is not None:
         elector.start()
-        log.info("waiting for the lease %s/%s", args.lease_namespace, args.lease_name)
-        if not elector.wait_to_lead(stop):
-            return 0
+    try:
+        asyncio.run(supervisor.run(runtime))
+    finally:
+        supervisor.halt.set()
+        if elector is not None:
+            elector.stop()  # gives the Lease up: a standby leads at its next retry
+    return _exit_when_idle(0, WORKERS_EXIT_SECONDS)
 
-        def stop_when_lost() -> None:
-            elector.lost.wait()
-            stop.set()
 
-        threading.Thread(target=stop_when_lost, name="leadership", daemon=True).start()
-
-    else:
-        metrics.LEADING.set(1)  # no election: this one replica acts
-    expiry.start(runtime, namespaces, stop)
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,  # one active replica by our Lease: no Kopf peering
-        stop_flag=stop,
-        ready_flag=ready,
-        memo=kopf.Memo(runtime=runtime),
-    )
-    if args.leader_election:
-        elector.stop()
-    return 1 if elector.lost.is_set() else 0
+def _exit_when_idle(code: int, seconds: float) -> int:
+    """``code``, once the threads the interpreter would wait for at exit (Kopf's handler
+    workers) are done, or at once after ``seconds``. A handler still in a call cannot write
+    any more (acting() is False), but its call may take its full request timeout, retries
+    included, against a server that does not answer: longer than the pod's grace period."""
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and not t.daemon and t is not threading.current_thread()
+    ]
+    if busy:
+        log.warning("stopped; not waiting for %s, still in a call", ", ".join(busy))
+        logging.shutdown()
+        os._exit(code)
+    log.info("stopped")
+    return code
 
 
 if __name__ == "__main__":

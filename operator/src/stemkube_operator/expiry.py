@@ -7,7 +7,7 @@ resource: finished jobs pile up (thousands), and a timer each costs memory and w
 import datetime
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -56,9 +56,18 @@ def sweep(rt: Runtime, namespaces: tuple[str, ...]) -> int:
     return deleted
 
 
-def start(rt: Runtime, namespaces: tuple[str, ...], stop: threading.Event) -> threading.Thread:
+def start(
+    rt: Runtime,
+    namespaces: tuple[str, ...],
+    stop: threading.Event,
+    acting: Callable[[], bool] = lambda: True,
+) -> threading.Thread:
+    """The sweep every ``expiry_interval_seconds`` while ``acting`` (this replica leads)."""
+
     def loop() -> None:
         while not stop.wait(rt.config.expiry_interval_seconds):
+            if not acting():
+                continue
             try:
                 sweep(rt, namespaces)
             except Exception:

@@ -17,6 +17,7 @@ from stemkube_contract import webhooks as contract_webhooks
 from stemkube_contract.batch import MEMBERS_ANNOTATION, decode_members
 from stemkube_contract.timefmt import parse_time
 from stemkube_operator import webhooks
+from stemkube_operator.kube import NotLeadingError
 from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
 from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
 from stemkube_operator.status import TERMINAL
@@ -117,10 +118,20 @@ def _batch_lookup(kwargs: dict[str, Any]) -> Callable[[str], str | None]:
     return batch_of
 
 
+def _acting(memo: Any) -> bool:
+    """Whether this replica still leads. Kopf stops within seconds of a lost Lease, but a
+    handler already queued would still run: it does nothing instead (the next leader's resume
+    handlers and resync timers cover what it leaves)."""
+    acting: Callable[[], bool] = memo.acting
+    return acting()
+
+
 def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, Any]) -> None:
     # Kopf hands an index to every handler as a keyword named after the index function.
     index = kwargs["separation_jobs"]
-    if namespace and name:
+    if not (namespace and name and _acting(memo)):
+        return
+    try:
         reconcile(
             _runtime(memo),
             namespace,
@@ -129,6 +140,8 @@ def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, 
             _post,
             _batch_lookup(kwargs),
         )
+    except NotLeadingError:
+        log.info("%s/%s: left to the replica that leads", namespace, name)
 
 
 def _names(body: kopf.Body) -> list[str]:
@@ -153,8 +166,11 @@ def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
 def webhook(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A finished SeparationJob's webhook, while it has one to deliver: an attempt when one is
     due (``webhooks``; the SeparationJob is read afresh first)."""
-    if namespace:
-        webhooks.attempt(_runtime(memo), namespace, name)
+    if namespace and _acting(memo):
+        try:
+            webhooks.attempt(_runtime(memo), namespace, name)
+        except NotLeadingError:
+            log.info("%s/%s: webhook left to the replica that leads", namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})
@@ -173,5 +189,8 @@ def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> 
 def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Runs before Kubernetes lets the SeparationJob go (Kopf holds it with FINALIZER). Its Job
     and pods go by the owner reference cascade; its files go here."""
+    if not _acting(memo):
+        # Not done: Kopf keeps the finalizer, and the replica that leads removes the files.
+        raise kopf.TemporaryError("not leading", delay=RESYNC_SECONDS)
     cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     remove_objects(_runtime(memo), cr)

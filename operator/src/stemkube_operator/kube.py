@@ -1,12 +1,31 @@
 """The Kubernetes API calls the operator makes, on plain dicts (camelCase, as the API speaks)."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stemkube_operator.resource import GROUP, PLURAL, UID_LABEL, VERSION
+
+# (connect, read) seconds of every call that does not set its own. Without it a call to a
+# server that stopped answering waits forever, and so does the process's exit, which joins
+# the threads that run handlers.
+REQUEST_TIMEOUT = (5.0, 15.0)
+
+
+class TimedApiClient(client.ApiClient):  # type: ignore[misc]  # untyped library
+    """An ApiClient whose calls time out (REQUEST_TIMEOUT) unless they say otherwise."""
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return super().call_api(*args, **kwargs)
+
+
+class NotLeadingError(Exception):
+    """A write refused because this replica no longer leads: another may act by now."""
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -39,8 +58,9 @@ def _refusal(exc: ApiException) -> JobRefusedError | None:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, acting: Callable[[], bool] = lambda: True) -> None:
         self.api = api
+        self._acting = acting
         self._objects = client.CustomObjectsApi(api)
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
@@ -56,12 +76,18 @@ class Kube:
             raise
         return cr
 
+    def _writing(self) -> None:
+        if not self._acting():
+            raise NotLeadingError("not leading: the write is left to the replica that leads")
+
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._writing()
         self._objects.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
 
     def delete_separation_job(self, namespace: str, name: str, uid: str) -> None:
+        self._writing()
         try:
             self._objects.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, body={"preconditions": {"uid": uid}}
@@ -82,6 +108,7 @@ class Kube:
         """Creates the Job, or returns the one that exists: a retried or repeated creation (after
         an operator restart, say) is not an error. JobRefusedError when it never can be created."""
         meta = manifest["metadata"]
+        self._writing()
         try:
             return _json(
                 self._batch.create_namespaced_job(

@@ -11,6 +11,7 @@ from typing import Any
 from stemkube_contract import batch, exitcodes, refusals, urls, usage
 from stemkube_contract import options as catalogue
 from stemkube_contract.keys import key_problem
+from stemkube_contract.resource import KEEP_INPUT_ANNOTATION
 from stemkube_operator import ledger, metrics
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
@@ -331,7 +332,10 @@ def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
         for old in ledger.expired(rt.storage.keys(bucket, prefix), now, scope.prefix):
             rt.storage.delete(bucket, old)
     spec = cr.get("spec") or {}
-    for ref in (spec.get("input"), spec.get("output")):
+    annotations = cr["metadata"].get("annotations") or {}
+    # An input the job was given rather than made (the API's s3 source) is not the job's own.
+    kept = annotations.get(KEEP_INPUT_ANNOTATION) == "true"
+    for ref in (None if kept else spec.get("input"), spec.get("output")):
         if not (ref and ref.get("bucket") and ref.get("key")):
             continue
         bucket, key = str(ref["bucket"]), str(ref["key"])
