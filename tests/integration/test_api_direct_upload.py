@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness.api import HARNESS_TENANT, ApiServer
+from tests.harness.api import HARNESS_TENANT, ApiServer, mp3_song
 from tests.harness.audio import sine_wav
-from tests.harness.service import Service
+from tests.harness.service import KubernetesService, Service
 from tests.harness.waiting import wait_for
 from tests.integration.test_api_client import stemkube
 from tests.integration.test_api_url_jobs import FOUR, wait_done
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 MiB = 1024 * 1024
+SONG = mp3_song(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,64 @@ def test_the_client_uses_direct_upload_above_its_threshold(
     assert 'route="/uploads/{upload_id}/complete"' in metrics
     assert 'route="/upload",' not in metrics
     assert service.incomplete_uploads() == []
+
+
+def test_jobs_from_a_completed_upload_and_from_a_stored_object(service: Service) -> None:
+    """The other sources of ``POST /jobs``: a direct upload completed without its job (both
+    modes), and an object already in the bucket (Kubernetes mode; a 422 in local mode), which
+    must lie under the caller's own prefix, exist and be audio, and outlives its job."""
+    api = service.start_api(keyed=True)
+    upload = begin(api, "live.mp3", len(SONG))
+    upload_id = upload["upload_id"]
+    with api.client() as http:
+        ready = http.post(
+            f"/uploads/{upload_id}/complete",
+            json={"parts": put_parts(upload, SONG), "create_job": False},
+        )
+        assert ready.status_code == 200, ready.text
+        made = http.post("/jobs", json={"source": {"upload_id": upload_id}})
+        assert made.status_code == 200, made.text
+        assert made.json()["job_id"] == upload_id
+        again = http.post("/jobs", json={"source": {"upload_id": upload_id}})
+        assert again.status_code == 422, again.text  # one upload, one job
+        assert "waits for its job" in again.json()["detail"]
+
+        if not isinstance(service, KubernetesService):
+            local = http.post("/jobs", json={"source": {"s3": "s3://stemkube/a/song.mp3"}})
+            assert local.status_code == 422, local.text
+            assert "Kubernetes mode only" in local.json()["detail"]
+            assert wait_done(api, upload_id)["status"] == "completed"
+            return
+
+        s3, bucket = service.s3, service.bucket
+        home = f"tenants/{HARNESS_TENANT}/library/"  # the harness runs unconfined: no root
+        for key, data in (
+            (f"{home}song.mp3", SONG),
+            (f"{home}notes.txt", b"not a song\n" * 100),
+            ("tenants/someone-else/library/song.mp3", SONG),
+        ):
+            s3.put_object(bucket, key, io.BytesIO(data), len(data))
+        for uri, code, words in (
+            (f"s3://{bucket}/tenants/someone-else/library/song.mp3", 403, "not yours to read"),
+            (f"s3://other-bucket/{home}song.mp3", 403, f"s3://{bucket}/tenants/{HARNESS_TENANT}/"),
+            (f"s3://{bucket}/{home}notes.txt", 415, "not an audio file"),
+            (f"s3://{bucket}/{home}missing.mp3", 422, "no object"),
+            (f"s3://{bucket}/{home}../x.mp3", 422, "plain segments"),
+            (f"{bucket}/{home}song.mp3", 422, "expected s3://BUCKET/KEY"),
+        ):
+            refused = http.post("/jobs", json={"source": {"s3": uri}})
+            assert refused.status_code == code, (uri, refused.text)
+            assert words in refused.json()["detail"], (uri, refused.text)
+        stored = http.post("/jobs", json={"source": {"s3": f"s3://{bucket}/{home}song.mp3"}})
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["source"] == {"s3": f"s3://{bucket}/{home}song.mp3"}
+        assert stored.json()["filename"] == "song.mp3"
+        job_id = stored.json()["job_id"]
+        assert wait_done(api, job_id)["status"] == "completed"
+        archive = http.get(f"/download/{job_id}")
+        assert sorted(zipfile.ZipFile(io.BytesIO(archive.content)).namelist()) == FOUR
+        assert http.delete(f"/job/{job_id}").status_code == 200
+    wait_for(lambda: job_id not in service.job_ids(), 30, "the job and its result gone")
+    # The caller's object was read where it is and is not the job's to remove.
+    assert f"{home}song.mp3" in service.objects()
+    assert not [k for k in service.objects() if job_id in k]

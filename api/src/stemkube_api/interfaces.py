@@ -148,6 +148,8 @@ class NewJob:
     webhook_url: str | None = None
     # The request batch (``POST /batches``) the job was created in, if any.
     batch_id: str | None = None
+    # The input is an object the caller had already (``s3`` source): it stays when the job goes.
+    keep_input: bool = False
 
 
 class JobExistsError(Exception):

@@ -22,6 +22,7 @@ from stemkube_contract.options import Options
 from stemkube_contract.resource import (
     BATCH_LABEL,
     CREATED_AT_ANNOTATION,
+    KEEP_INPUT_ANNOTATION,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -178,6 +179,14 @@ class JobRecord:
     webhook_url: str | None = None
     webhook: Delivery | None = None
     batch_id: str | None = None  # the request batch (POST /batches) it was created in
+    # The input is the caller's object (POST /jobs's s3 source), not the job's: it stays.
+    keep_input: bool = False
+
+    @property
+    def owned_keys(self) -> tuple[str, ...]:
+        """The objects that go with the job: its result, and its input unless kept."""
+        keys = (self.result_key,) if self.keep_input else (self.input_key, self.result_key)
+        return tuple(key for key in keys if key)
 
     @property
     def model(self) -> str:
@@ -247,6 +256,7 @@ def record_from_cr(cr: dict[str, Any], models: Catalog | None = None) -> JobReco
         webhook_url=(spec.get("webhook") or {}).get("url") or None,
         webhook=Delivery.from_status(status.get("webhook")),
         batch_id=(meta.get("labels") or {}).get(BATCH_LABEL) or None,
+        keep_input=(meta.get("annotations") or {}).get(KEEP_INPUT_ANNOTATION) == "true",
     )
 
 

@@ -50,9 +50,9 @@ def check_root(root: str) -> str:
     return root
 
 
-def _home(tenant: str | None, root: str) -> str:
-    """The prefix of a tenant's objects under ``root``; none for the jobs of no tenant (the
-    layout from before tenants existed)."""
+def home(tenant: str | None, root: str = "") -> str:
+    """The prefix of a tenant's objects under ``root``; ``root`` itself for the jobs of no
+    tenant (the layout from before tenants existed)."""
     if tenant is None:
         return check_root(root)
     if not valid_tenant(tenant):
@@ -67,10 +67,10 @@ def input_key(job_id: str, extension: str, tenant: str | None = None, root: str 
         raise ValueError(f"not a job id: {job_id!r}")
     if not re.fullmatch(r"[a-z0-9]{1,8}", extension):
         raise ValueError(f"not an extension: {extension!r}")
-    return f"{_home(tenant, root)}{INPUTS_PREFIX}{job_id}/input.{extension}"
+    return f"{home(tenant, root)}{INPUTS_PREFIX}{job_id}/input.{extension}"
 
 
 def result_key(job_id: str, tenant: str | None = None, root: str = "") -> str:
     if not valid_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
-    return f"{_home(tenant, root)}{RESULTS_PREFIX}{job_id}.zip"
+    return f"{home(tenant, root)}{RESULTS_PREFIX}{job_id}.zip"

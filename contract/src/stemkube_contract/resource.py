@@ -30,6 +30,9 @@ CREATED_AT_ANNOTATION = "stemkube.io/created-at"
 # admin keys see it.
 TENANT_LABEL = "stemkube.io/tenant"
 API_KEY_ID_LABEL = "stemkube.io/api-key-id"
+# "true" on a SeparationJob whose input is not its own (an object the caller already had, the
+# API's ``s3`` source): the cleanup leaves it in storage when the job goes.
+KEEP_INPUT_ANNOTATION = "stemkube.io/keep-input"
 # The uploaded input's size in bytes (decimal), written by the API at creation: with
 # status.result.size, what a key's jobs keep in storage (its bytes_stored quota).
 INPUT_SIZE_ANNOTATION = "stemkube.io/input-size"

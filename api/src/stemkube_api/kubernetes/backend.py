@@ -42,6 +42,7 @@ from stemkube_contract.resource import (
     IDEMPOTENCY_KEY_LABEL,
     IDEMPOTENCY_REQUEST_ANNOTATION,
     INPUT_SIZE_ANNOTATION,
+    KEEP_INPUT_ANNOTATION,
     KIND,
     PLURAL,
     TENANT_LABEL,
@@ -77,6 +78,8 @@ def manifest(
     annotations = {CREATED_AT_ANNOTATION: created_stamp(datetime.datetime.now(datetime.UTC))}
     if job.input_size is not None:
         annotations[INPUT_SIZE_ANNOTATION] = str(job.input_size)
+    if job.keep_input:
+        annotations[KEEP_INPUT_ANNOTATION] = "true"
     if job.idempotency_key is not None:
         labels[IDEMPOTENCY_KEY_LABEL] = job.idempotency_key
         annotations[IDEMPOTENCY_REQUEST_ANNOTATION] = job.request_hash or ""

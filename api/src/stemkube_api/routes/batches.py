@@ -37,7 +37,13 @@ from stemkube_api.interfaces import JobExistsError, NewJob, TooLargeError, Unava
 from stemkube_api.jobs import COMPLETED, FAILED, JobRecord, valid_job_id
 from stemkube_api.models import JobStatus, Status
 from stemkube_api.options import OptionError, parse_request
-from stemkube_api.routes.sources import OptionValue, parse_options, webhook_of
+from stemkube_api.routes.sources import (
+    JobSource,
+    OptionValue,
+    parse_options,
+    prepare,
+    webhook_of,
+)
 from stemkube_api.services import Services, ServicesDep
 from stemkube_api.upload import FORM_SLACK, drain
 from stemkube_contract import options as catalogue
@@ -50,26 +56,6 @@ EXAMPLE_BATCH = "9b2d6c1a-4f3e-4a8b-9c7d-1e5f2a3b4c6d"
 EXAMPLE_JOB = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b"
 # A JSON batch is small (URLs and ids): read whole, up to this.
 MAX_JSON_BYTES = 1024 * 1024
-
-
-class BatchSource(BaseModel):
-    """One song of a JSON batch: exactly one field."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(
-        None,
-        description="An http(s) URL the service fetches the song from, as POST /jobs's "
-        "source.url (the same checks).",
-        examples=["https://example.com/music/song.mp3"],
-    )
-    upload_id: str | None = Field(
-        None,
-        description="A direct upload (POST /uploads) of the caller's, completed with POST "
-        '/uploads/{upload_id}/complete and "create_job": false, whose job does not exist yet. '
-        "The batch's options apply to it; its job's id is the upload's id.",
-        examples=["3f2b8c1e-9d4a-4e6b-8f0a-2c5d7e9b1a34"],
-    )
 
 
 class CreateBatch(BaseModel):
@@ -89,7 +75,7 @@ class CreateBatch(BaseModel):
         },
     )
 
-    sources: list[BatchSource] = Field(
+    sources: list[JobSource] = Field(
         description=f"The songs, 1 to {batches.MAX_SONGS}: one job each, in this order."
     )
     options: dict[str, OptionValue] = Field(
@@ -207,6 +193,7 @@ class Planned:
     source_url: str | None = None
     shown: dict[str, str] | None = None
     upload_id: str | None = None  # a direct upload's: its record goes once the job exists
+    keep_input: bool = False  # an object of the caller's (``s3``): it stays when the job goes
 
 
 def _now() -> datetime.datetime:
@@ -301,6 +288,7 @@ async def _create(
                 request_hash=keyed[1] if keyed else None,
                 webhook_url=webhook_url,
                 batch_id=batch_id,
+                keep_input=song.keep_input,
             )
             made.append(await run_in_threadpool(services.backend.create, new))
     except BaseException as exc:
@@ -472,47 +460,22 @@ async def _json_body(request: Request) -> CreateBatch:
 
 
 async def _plan_source(
-    services: Services, caller: Caller, index: int, job_id: str, source: BatchSource
+    services: Services, caller: Caller, index: int, job_id: str, source: JobSource
 ) -> Planned:
-    """One source, checked (its form; a direct upload: that it is the caller's and complete);
-    nothing is fetched or changed here."""
-    given = [name for name, value in source.model_dump().items() if value is not None]
+    """One source, checked as POST /jobs checks it (``sources.prepare``); a direct upload's
+    job takes the upload's id."""
     where = f"{batches.song(index)} (sources[{index}])"
-    if len(given) != 1:
-        raise ApiError(422, f"{where}: give exactly one of {', '.join(BatchSource.model_fields)}")
-    if source.url is not None:
-        problem = urls.url_problem(source.url)
-        if problem:
-            raise ApiError(422, f"{where}.url: {problem}")
-        name = urls.filename_of(source.url)
-        return Planned(
-            index, job_id, name, source_url=source.url, shown={"url": urls.redact(source.url)}
-        )
-    upload_id = source.upload_id or ""
-    record = None
-    if uploads.valid_upload_id(upload_id):
-        record = await run_in_threadpool(uploads.load, services.store, upload_id)
-    if record is None or record.tenant != caller.tenant or record.expires_at <= _now():
-        raise ApiError(
-            422,
-            f"{where}.upload_id: no upload {upload_id} waits for a batch (never made, expired, "
-            "aborted, or its job made already)",
-        )
-    info = await run_in_threadpool(services.store.stat, record.object_key)
-    if info is None or info.size != record.size:
-        raise ApiError(
-            422,
-            f"{where}.upload_id: upload {upload_id} ({record.filename!r}) is not completed: POST "
-            f'/uploads/{upload_id}/complete with "create_job": false first',
-        )
+    ready = await prepare(services, caller, source, where)
     return Planned(
         index,
-        upload_id,
-        record.filename,
-        input_key=record.object_key,
-        input_size=info.size,
-        shown={"upload_id": upload_id},
-        upload_id=upload_id,
+        ready.job_id or job_id,
+        ready.filename,
+        input_key=ready.input_key,
+        input_size=ready.input_size,
+        source_url=ready.source_url,
+        shown=ready.shown,
+        upload_id=ready.upload_id,
+        keep_input=ready.keep_input,
     )
 
 
@@ -725,10 +688,9 @@ def router(settings: Any) -> APIRouter:
             if not await run_in_threadpool(services.backend.delete, record.job_id):
                 continue  # gone meanwhile
             # As DELETE /job: the operator's finalizer removes the files too.
-            for key in (record.input_key, record.result_key):
-                if key:
-                    with contextlib.suppress(UnavailableError):
-                        await run_in_threadpool(services.store.delete, key)
+            for key in record.owned_keys:
+                with contextlib.suppress(UnavailableError):
+                    await run_in_threadpool(services.store.delete, key)
             cancelled.append(record.job_id)
         message = (
             f"batch {batch_id}: {len(cancelled)} job(s) cancelled and deleted, "

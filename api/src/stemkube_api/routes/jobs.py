@@ -173,10 +173,9 @@ async def delete(job_id: str, services: ServicesDep, caller: CallerDep) -> Delet
         raise not_found(job_id)
     # The operator's finalizer removes the files; removing them here too covers a job
     # deleted before the operator ever saw it.
-    for key in (record.input_key, record.result_key):
-        if key:
-            with contextlib.suppress(UnavailableError):
-                await run_in_threadpool(services.store.delete, key)
+    for key in record.owned_keys:
+        with contextlib.suppress(UnavailableError):
+            await run_in_threadpool(services.store.delete, key)
     was = "cancelled and deleted" if record.status in ("pending", "processing") else "deleted"
     log.info("job %s %s by key %s (tenant %s)", job_id, was, caller.key_name, caller.tenant)
     return Deleted(job_id=job_id, deleted=True, message=f"job {job_id} {was}")

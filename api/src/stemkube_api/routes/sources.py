@@ -2,9 +2,12 @@
 
     {"source": {"url": "https://example.com/song.mp3"}, "options": {"format": "wav"}}
 
-``source`` names exactly one source: today ``url`` (fetched by the separator, not by the API:
-here its form is checked, never resolved or fetched; the separator checks every address it
-resolves to, ``stemkube_contract.addresses``). ``options`` are the upload form's fields
+``source`` names exactly one source: ``url`` (fetched by the separator, not by the API: here
+its form is checked, never resolved or fetched; the separator checks every address it resolves
+to, ``stemkube_contract.addresses``); ``upload_id``, a direct upload completed with
+``"create_job": false`` (``routes/uploads``); or, in Kubernetes mode, ``s3``, an object already
+in the deployment's bucket under the caller's own prefix, read where it is and kept when the
+job goes. ``options`` are the upload form's fields
 (``stemkube_contract.options``), as JSON strings, numbers or (``stems``) a list, checked by
 the same parser as ``/upload``'s. The answer is ``/upload``'s, plus the source as it is shown
 (a URL without its query or user information: a presigned link's signature is a secret).
@@ -13,10 +16,10 @@ Tenants and quotas apply as at upload: the job is the caller's tenant's; the key
 or running and its audio minutes are checked before the job exists; its bytes stored count the
 job's result only (it has no stored input).
 
-The sources to come (an upload in parts, ``upload_id``; an object in the caller's bucket,
-``s3``) are more fields of ``JobSource``, each turned into the ``NewJob``'s input by
-``_prepare``."""
+Each source is a field of ``JobSource``, turned into the ``NewJob``'s input by ``prepare``
+(also for each song of a JSON batch, ``routes/batches``)."""
 
+import contextlib
 import datetime
 import json
 import logging
@@ -28,7 +31,7 @@ from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from stemkube_api import idempotency
+from stemkube_api import idempotency, uploads
 from stemkube_api.auth.caller import Caller
 from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.auth.limits import Refusal, admit_job, counts_usage
@@ -38,7 +41,11 @@ from stemkube_api.jobs import JobRecord
 from stemkube_api.models import UploadResponse
 from stemkube_api.options import FIELDS, OptionError, parse_request
 from stemkube_api.services import Services, ServicesDep
-from stemkube_contract import urls, webhooks
+from stemkube_api.sniff import ACCEPTED, SNIFF_BYTES, NotAudioError, sniff
+from stemkube_contract import keys, urls, webhooks
+from stemkube_contract.keys import key_problem
+
+S3_SCHEME = "s3://"
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +67,27 @@ class JobSource(BaseModel):
         ),
         examples=["https://example.com/music/song.mp3"],
     )
-    # A direct upload (``uploads``): its job is created by POST /uploads/{id}/complete, which
-    # prepares this source itself (``create_prepared``); here it only points there.
     upload_id: str | None = Field(
         None,
         description=(
-            "A direct upload's id (POST /uploads). Its job is created by POST "
-            "/uploads/{upload_id}/complete, with the options given to POST /uploads; this "
-            "route answers a 422 pointing there."
+            "A direct upload (POST /uploads) of the caller's, completed with POST "
+            '/uploads/{upload_id}/complete and "create_job": false (without it, /complete '
+            "creates the job itself, with the options given to POST /uploads). This request's "
+            "options apply; the job's id is the upload's, so an upload makes one job at most."
         ),
         examples=["3f2b8c1e-9d4a-4e6b-8f0a-2c5d7e9b1a34"],
+    )
+    s3: str | None = Field(
+        None,
+        description=(
+            "Kubernetes mode: an object already in the deployment's bucket, as "
+            "s3://BUCKET/KEY, under the caller's own prefix (a user key: "
+            "<namespace>/tenants/<tenant>/; an admin key: <namespace>/; else a 403). It is "
+            "read where it is, never copied, and stays when the job is deleted. Checked when "
+            "the job is created: it exists (else 422), has at most MAX_FILE_SIZE bytes (else "
+            "413) and its first bytes are audio this service reads (else 415)."
+        ),
+        examples=["s3://stemkube/stemkube/tenants/acme/library/song.flac"],
     )
 
 
@@ -125,6 +143,8 @@ class Prepared:
     input_size: int | None = None
     source_url: str | None = None
     job_id: str | None = None  # the job's id without an Idempotency-Key (None: a new one)
+    keep_input: bool = False  # the input is the caller's object, not the job's (``s3``)
+    upload_id: str | None = None  # a direct upload's: its record goes once the job exists
 
 
 def _option_text(name: str, value: OptionValue) -> str:
@@ -160,23 +180,114 @@ def webhook_of(services: Services, given: str | None) -> str | None:
     return given
 
 
-def _prepare(source: JobSource) -> Prepared:
-    """The one source given, checked (its form only: nothing is fetched here)."""
+async def prepare(
+    services: Services, caller: Caller, source: JobSource, where: str = "source"
+) -> Prepared:
+    """The one source given, checked: a URL's form (nothing is fetched); a direct upload's
+    record and object; a stored object's place, size and first bytes."""
     given = [name for name, value in source.model_dump().items() if value is not None]
     if len(given) != 1:
         names = ", ".join(JobSource.model_fields)
-        raise ApiError(422, f"source: give exactly one of {names}")
+        raise ApiError(422, f"{where}: give exactly one of {names}")
     if source.upload_id is not None:
-        raise ApiError(
-            422,
-            "source.upload_id: a direct upload's job is created by POST "
-            "/uploads/{upload_id}/complete",
-        )
+        return await prepare_upload(services, caller, source.upload_id, f"{where}.upload_id")
+    if source.s3 is not None:
+        return await prepare_object(services, caller, source.s3, f"{where}.s3")
     url = source.url or ""
     problem = urls.url_problem(url)
     if problem:
-        raise ApiError(422, f"source.url: {problem}")
+        raise ApiError(422, f"{where}.url: {problem}")
     return Prepared(filename=urls.filename_of(url), shown={"url": urls.redact(url)}, source_url=url)
+
+
+async def prepare_upload(
+    services: Services, caller: Caller, upload_id: str, where: str
+) -> Prepared:
+    """A direct upload of the caller's, completed and waiting for its job."""
+    record = None
+    if uploads.valid_upload_id(upload_id):
+        record = await run_in_threadpool(uploads.load, services.store, upload_id)
+    now = datetime.datetime.now(datetime.UTC)
+    if record is None or record.tenant != caller.tenant or record.expires_at <= now:
+        raise ApiError(
+            422,
+            f"{where}: no upload {upload_id} waits for its job (never made, expired, aborted, "
+            "or its job made already)",
+        )
+    info = await run_in_threadpool(services.store.stat, record.object_key)
+    if info is None or info.size != record.size:
+        raise ApiError(
+            422,
+            f"{where}: upload {upload_id} ({record.filename!r}) is not completed: POST "
+            f'/uploads/{upload_id}/complete with "create_job": false first',
+        )
+    return Prepared(
+        filename=record.filename,
+        shown={"upload_id": upload_id},
+        input_key=record.object_key,
+        input_size=info.size,
+        job_id=upload_id,
+        upload_id=upload_id,
+    )
+
+
+def _s3_place(uri: str, where: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
+    if not uri.startswith(S3_SCHEME) or not bucket or not key:
+        raise ApiError(422, f"{where}: expected s3://BUCKET/KEY, not {uri[:200]!r}")
+    problem = key_problem(key)
+    if problem:
+        raise ApiError(422, f"{where}: key {key[:200]!r}: {problem}")
+    return bucket, key
+
+
+async def prepare_object(services: Services, caller: Caller, uri: str, where: str) -> Prepared:
+    """An object of the caller's in the deployment's bucket: its place (the caller's own
+    prefix under the API's storage scope), that it exists, its size and its first bytes."""
+    if services.backend.name != "kubernetes":
+        raise ApiError(
+            422,
+            f"{where}: an object in storage is a source in Kubernetes mode only; here, upload "
+            "the file (POST /upload or POST /uploads) or give its url",
+        )
+    bucket, key = _s3_place(uri, where)
+    settings = services.settings
+    # A user key reads its own tenant's objects only; an admin key (or an open service) every
+    # object of the API's namespace. Never another namespace's: the operator would refuse it.
+    home = keys.home(None if caller.admin else caller.tenant, settings.key_root)
+    if bucket != settings.bucket or not key.startswith(home):
+        raise ApiError(
+            403,
+            f"{where}: s3://{bucket}/{key} is not yours to read: name an object under "
+            f"s3://{settings.bucket}/{home}",
+            "forbidden",
+        )
+    shown = f"s3://{bucket}/{key}"
+    info = await run_in_threadpool(services.store.stat, key)
+    if info is None:
+        raise ApiError(422, f"{where}: no object {shown}")
+    if info.size > settings.max_file_size:
+        raise ApiError(
+            413,
+            f"{where}: {shown} has {info.size} bytes; at most {settings.max_file_size_text}",
+            "too_large",
+        )
+    reader = await run_in_threadpool(services.store.open, key, 0, SNIFF_BYTES)
+    try:
+        head = b"".join(await run_in_threadpool(list, reader))
+    finally:
+        reader.close()
+    try:
+        sniff(head)
+    except NotAudioError as exc:
+        raise ApiError(
+            415,
+            f"{where}: {shown} is not an audio file this service reads: {exc}; send {ACCEPTED}",
+            "not_audio",
+        ) from None
+    return Prepared(
+        filename=key.rsplit("/", 1)[-1], shown={"s3": shown}, input_key=key, keep_input=True
+    )
 
 
 async def _admit(services: Services, caller: Caller, size: int) -> None:
@@ -204,8 +315,9 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)])
 @router.post(
     "/jobs",
     response_model=JobCreated,
-    responses={**error_responses(401, 403, 422, 429, 503), **idempotency.RESPONSES},
-    summary="Create a job from a source (a URL); its separation starts in the background",
+    responses={**error_responses(401, 403, 413, 415, 422, 429, 503), **idempotency.RESPONSES},
+    summary="Create a job from a source (a URL, a direct upload, a stored object); its "
+    "separation starts in the background",
 )
 async def create_job(
     body: Annotated[CreateJob, Body()],
@@ -222,8 +334,12 @@ async def create_job(
         ),
     ] = None,
 ) -> JobCreated:
-    prepared = _prepare(body.source)
-    return await create_prepared(body, prepared, response, services, caller, idempotency_key)
+    prepared = await prepare(services, caller, body.source)
+    created = await create_prepared(body, prepared, response, services, caller, idempotency_key)
+    if prepared.upload_id is not None:  # its job is the input's owner now
+        with contextlib.suppress(Exception):
+            await run_in_threadpool(services.store.delete, uploads.record_key(prepared.upload_id))
+    return created
 
 
 async def create_prepared(
@@ -258,6 +374,7 @@ async def create_prepared(
             idempotency_key=keyed.key_hash if keyed else None,
             request_hash=keyed.request_hash if keyed else None,
             webhook_url=webhook_url,
+            keep_input=prepared.keep_input,
         )
         try:
             made = await run_in_threadpool(services.backend.create, new)
