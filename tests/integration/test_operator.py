@@ -17,7 +17,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from stemkube_contract.models import FOUR_STEMS, Model
-from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_contract.resource import GROUP, PLURAL, UID_LABEL, VERSION
 from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.fixtures import Cluster
@@ -26,8 +26,6 @@ from tests.harness.stemkube import TIER_MODELS, OperatorFactory
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-UID_LABEL = "stemkube.io/separation-job-uid"
 
 
 def upload(s3: Minio, bucket: str, key: str, data: bytes) -> None:

@@ -1,60 +1,35 @@
 """The operator's stop paths on the real tier: SIGTERM in the middle of work, and an API-server
 outage longer than its lease."""
 
-import io
 import signal
 import subprocess
 import threading
 import time
-from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from minio import Minio
 
-from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_contract.resource import UID_LABEL
 from tests.harness import procs
 from tests.harness.audio import sine_wav
 from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.stemkube import Operator, OperatorFactory
 from tests.harness.waiting import wait_for
+from tests.integration.test_operator import create, upload
 
 pytestmark = pytest.mark.integration
 
-UID_LABEL = "stemkube.io/separation-job-uid"
 LEASE = "stemkube-operator"
 BURST = 20
+QUEUE = "gpu-queue"
 # The chart leaves the pod's terminationGracePeriodSeconds at Kubernetes's 30 s: a stop must
 # end well inside it, or every rollout ends in SIGKILL.
 STOP_WITHIN_SECONDS = 10.0
 LEASE_SECONDS = 15  # the operator's default
 # Longer than the Lease: the operator cannot renew and must stop acting, then lead again.
 OUTAGE_SECONDS = 25.0
-
-
-def create(cluster: Cluster, namespace: str, name: str, bucket: str) -> dict[str, Any]:
-    # A Kueue queue name: the Job is created suspended and nothing runs, so that what is timed
-    # is the operator's own stop, with its handlers busy creating Jobs.
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SeparationJob",
-        "metadata": {"name": name},
-        "spec": {
-            "input": {"bucket": bucket, "key": f"inputs/{name}/song.wav", "filename": "song.wav"},
-            "output": {"bucket": bucket, "key": f"results/{name}.zip"},
-            "queueName": "gpu-queue",
-        },
-    }
-    created: dict[str, Any] = client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-    return created
-
-
-def upload(s3: Minio, bucket: str, key: str, data: bytes) -> None:
-    s3.put_object(bucket, key, io.BytesIO(data), len(data))
 
 
 def jobs_by_owner(cluster: Cluster, namespace: str) -> dict[str, int]:
@@ -107,7 +82,12 @@ def test_sigterm_during_a_burst_exits_at_once_and_hands_over_the_lease(
         upload(s3, bucket, f"inputs/{name}/song.wav", sine_wav(0.5))
     leader = start_operator()
     standby = start_operator(wait_ready=False)
-    uids = [create(cluster, namespace, name, bucket)["metadata"]["uid"] for name in names]
+    # A Kueue queue name: each Job is created suspended and nothing runs, so that what is
+    # timed is the operator's own stop, with its handlers busy creating Jobs.
+    uids = [
+        create(cluster, namespace, name, bucket, queueName=QUEUE)["metadata"]["uid"]
+        for name in names
+    ]
     # Stopped in the middle of the burst: some Jobs made, handlers at work on the rest.
     wait_for(lambda: len(jobs_by_owner(cluster, namespace)) >= 3, 60, "the first Jobs")
 
@@ -171,7 +151,7 @@ def test_api_server_outage_longer_than_the_lease_is_ridden_out(
     led_again = next(t for t, _, ready in probes if ready and t - began > OUTAGE_SECONDS) - began
     assert holder(cluster, namespace) == operator.process.name
     upload(s3, bucket, "inputs/after/song.wav", sine_wav(0.5))
-    uid = create(cluster, namespace, "after", bucket)["metadata"]["uid"]
+    uid = create(cluster, namespace, "after", bucket, queueName=QUEUE)["metadata"]["uid"]
     counts = wait_for(lambda: jobs_by_owner(cluster, namespace) or None, 60, "its Job")
     assert counts == {uid: 1}
     assert operator.process.alive()
