@@ -5,6 +5,7 @@ client PUTs to whichever it is given, with no API key, as any client does. A sma
 (S3's least, 5 MiB) is forced so that a song of a few MB has two parts."""
 
 import io
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,18 @@ def test_jobs_from_a_completed_upload_and_from_a_stored_object(service: Service)
     # The caller's object was read where it is and is not the job's to remove.
     assert f"{home}song.mp3" in service.objects()
     assert not [k for k in service.objects() if job_id in k]
+
+
+def test_a_start_aborts_what_a_killed_upload_left(service: Service) -> None:
+    """A process killed mid-upload leaves an incomplete multipart upload (S3) or a partial
+    file (local): the next start removes it (local: every partial file; S3: what is older than
+    twice a direct upload's expiry, at start and every sweep, under the API's prefixes only)."""
+    service.begin_upload("inputs/crashed/input.mp3")
+    elsewhere = "other-app/video.mp4"  # not the API's: a shared bucket's other uploads stay
+    if isinstance(service, KubernetesService):
+        service.begin_upload(elsewhere)
+    assert len(service.incomplete_uploads()) == (2 if isinstance(service, KubernetesService) else 1)
+    time.sleep(1.5)  # older than twice the expiry below
+    service.start_api(STEMKUBE_UPLOAD_EXPIRY_SECONDS="0.5", STEMKUBE_UPLOAD_SWEEP_SECONDS="0.5")
+    left = [elsewhere] if isinstance(service, KubernetesService) else []
+    wait_for(lambda: service.incomplete_uploads() == left, 15, "the stale upload removed")

@@ -124,6 +124,14 @@ class MultipartStore(Protocol):
         """Removes the parts; aborting what is not there is success."""
         ...
 
+    def stale_multiparts(
+        self, prefixes: tuple[str, ...], begun_before: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        """(key, upload id) of the multipart uploads under ``prefixes`` begun before
+        ``begun_before`` and neither completed nor aborted: what a process killed mid-upload
+        left behind."""
+        ...
+
     def keys(self, prefix: str) -> list[str]: ...
 
 

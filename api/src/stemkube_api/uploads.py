@@ -44,6 +44,7 @@ from stemkube_api.interfaces import (
 from stemkube_api.jobs import UNKNOWN_EXTENSION
 from stemkube_api.sizes import parse_size
 from stemkube_api.sniff import EXTENSIONS
+from stemkube_contract.keys import INPUTS_PREFIX, RESULTS_PREFIX, TENANTS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +241,41 @@ def discard(store: ObjectStore, record: UploadRecord, keep_object: bool = False)
     store.delete(record_key(record.upload_id))
 
 
-def sweep(store: ObjectStore, backend: JobBackend, now: datetime.datetime) -> int:
+def _abort_stale(store: MultipartStore, root: str, begun_before: datetime.datetime) -> int:
+    aborted = 0
+    # Only where the API and its jobs write: a bucket may hold other applications' uploads.
+    prefixes = tuple(root + p for p in (INPUTS_PREFIX, RESULTS_PREFIX, TENANTS_PREFIX))
+    for key, upload_id in store.stale_multiparts(prefixes, begun_before):
+        try:
+            store.abort_multipart(key, upload_id)
+        except UnavailableError as exc:
+            log.warning("could not abort the stale multipart upload of %s: %s", key, exc)
+            continue
+        aborted += 1
+        log.info(
+            "aborted the multipart upload of %s begun before %s and never finished",
+            key,
+            begun_before.isoformat(timespec="seconds"),
+        )
+    return aborted
+
+
+def sweep(
+    store: ObjectStore,
+    backend: JobBackend,
+    now: datetime.datetime,
+    root: str = "",
+    stale_after: datetime.timedelta | None = None,
+) -> int:
     """Aborts the uploads past their expiry and removes them (an upload whose job exists, its
-    creation's record left behind by a crash, loses its record only); returns how many.
-    Any replica may run it at any time."""
+    creation's record left behind by a crash, loses its record only); with ``stale_after``,
+    also aborts the multipart uploads under the API's prefixes (below ``root``) begun longer
+    ago than that, which no record names: an ``/upload`` or a batch whose process was killed
+    mid-request, a separator killed mid-result. Returns how many. Any replica may run it at
+    any time."""
     removed = 0
+    if stale_after is not None:
+        removed += _abort_stale(multipart(store), root, now - stale_after)
     for key in multipart(store).keys(RECORDS_PREFIX):
         upload_id = key[len(RECORDS_PREFIX) :].removesuffix(".json")
         record = load(store, upload_id)

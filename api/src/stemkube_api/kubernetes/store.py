@@ -293,6 +293,30 @@ class S3Store:
         except STORE_ERRORS as exc:
             raise UnavailableError(f"storage unreachable: {exc}") from exc
 
+    def stale_multiparts(
+        self, prefixes: tuple[str, ...], begun_before: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        key_marker = upload_marker = None
+        try:
+            while True:
+                # The whole bucket's, filtered here: MinIO lists a prefix's uploads only when
+                # the prefix is a whole object name.
+                listed = self._s3._list_multipart_uploads(
+                    self._bucket, key_marker=key_marker, upload_id_marker=upload_marker
+                )
+                for upload in listed.uploads:
+                    begun, key = upload.initiated_time, str(upload.object_name)
+                    if key.startswith(prefixes) and begun is not None and begun < begun_before:
+                        found.append((str(upload.object_name), str(upload.upload_id)))
+                if not listed.is_truncated:
+                    return found
+                key_marker, upload_marker = listed.next_key_marker, listed.next_upload_id_marker
+        except S3Error as exc:
+            raise UnavailableError(f"storage: {exc.code}: {exc.message}") from exc
+        except STORE_ERRORS as exc:
+            raise UnavailableError(f"storage unreachable: {exc}") from exc
+
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             self._s3._abort_multipart_upload(self._bucket, key, upload_id)

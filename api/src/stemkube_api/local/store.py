@@ -250,6 +250,13 @@ class LocalStore:
         with contextlib.suppress(ObjectNotFoundError):
             shutil.rmtree(self._multipart(upload_id), ignore_errors=True)
 
+    def stale_multiparts(
+        self, prefixes: tuple[str, ...], begun_before: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        """None: a local direct upload's parts live and go with its record (the sweep), and
+        a file half-written by a killed process is removed at start (``remove_partials``)."""
+        return []
+
     def keys(self, prefix: str) -> list[str]:
         """The (whole) objects' keys under ``prefix``."""
         base = self.root / prefix.rstrip("/") if prefix.rstrip("/") else self.root

@@ -180,10 +180,20 @@ async def _sweeping(services: Services, config: uploads.UploadConfig) -> None:
         uploads.multipart(services.store)
     except Exception:
         return  # a store without direct uploads: nothing to sweep
+    # No request streams for twice a direct upload's whole life, and every direct upload has
+    # expired by then: what is older was left by a killed process.
+    stale_after = 2 * config.expiry
     while True:
         try:
             now = datetime.datetime.now(datetime.UTC)
-            await run_in_threadpool(uploads.sweep, services.store, services.backend, now)
+            await run_in_threadpool(
+                uploads.sweep,
+                services.store,
+                services.backend,
+                now,
+                services.settings.key_root,
+                stale_after,
+            )
         except Exception:
             log.exception("the sweep of expired uploads failed; retried later")
         await asyncio.sleep(config.sweep_interval)
