@@ -20,10 +20,42 @@ from kubernetes import client
 from tests.harness import procs
 from tests.harness.api import create_key
 from tests.harness.fixtures import Cluster
-from tests.harness.minio import MinioServer
+from tests.harness.minio import MinioServer, provision_users
 from tests.harness.tiny_model import build_repo
 from tests.harness.tools import REPO_ROOT, tool
 from tests.harness.waiting import wait_for
+
+
+def storage_secrets(
+    core: client.CoreV1Api,
+    namespace: str,
+    server: MinioServer,
+    bucket: str,
+    workdir: Path,
+) -> list[str]:
+    """One least-privilege MinIO user per component, made with the chart's own set-up and
+    policies (``provision_users``), each in a Secret of its own, as a platform team gives them
+    to an external store; the helm flags that name them."""
+    users = provision_users(server, server.url, bucket, workdir)
+    flags = []
+    for component, user in users.items():
+        name = f"s3-{component}"
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "data": {
+                    key: base64.b64encode(value.encode()).decode()
+                    for key, value in (
+                        ("AWS_ACCESS_KEY_ID", user.access_key),
+                        ("AWS_SECRET_ACCESS_KEY", user.secret_key),
+                    )
+                },
+            },
+        )
+        flags.append(f"--set=storage.external.{component}Secret={name}")
+    return flags
+
 
 CHART = REPO_ROOT / "charts" / "stemkube"
 RELEASE = "stemkube"
@@ -70,6 +102,7 @@ def release(
     cluster: Cluster,
     minio_server: MinioServer,
     model_repo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     core = client.CoreV1Api(cluster.api)
     namespace = "stemkube-e2e"
@@ -78,18 +111,8 @@ def release(
     if not s3.bucket_exists(bucket):
         s3.make_bucket(bucket)
     core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "s3-credentials"},
-            "data": {
-                "AWS_ACCESS_KEY_ID": base64.b64encode(minio_server.access_key.encode()).decode(),
-                "AWS_SECRET_ACCESS_KEY": base64.b64encode(
-                    minio_server.secret_key.encode()
-                ).decode(),
-            },
-        },
-    )
+    scratch = tmp_path_factory.mktemp("s3")
+    credentials = storage_secrets(core, namespace, minio_server, bucket, scratch)
     # The pod runner runs the API's container as a process of this machine: both of its ports
     # are free ones here (the chart's metrics port, 9090, may be taken).
     api_port, metrics_port = procs.free_port(), procs.free_port()
@@ -101,7 +124,7 @@ def release(
         f"--namespace={namespace}",
         "--set=minio.enabled=false",
         f"--set=storage.external.endpoint={minio_server.url}",
-        "--set=storage.external.existingSecret=s3-credentials",
+        *credentials,
         f"--set=storage.bucket={bucket}",
         "--set=api.replicas=1",
         f"--set=api.containerPort={api_port}",

@@ -17,7 +17,6 @@ takes the images out of docker before unpacking, and the blobs always go once un
 (Compressing the blobs on import instead took over 10 minutes on 2 cores.)
 """
 
-import base64
 import io
 import re
 import shutil
@@ -41,6 +40,7 @@ from tests.e2e.conftest import (
     docker,
     image_readable_model_repo,
     run,
+    storage_secrets,
 )
 from tests.harness.api import mp3_song
 from tests.harness.controlplane import ControlPlane, start_control_plane
@@ -165,19 +165,7 @@ def installed(
     core = client.CoreV1Api(real_cluster.api)
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     storage = real_cluster.storage
-    core.create_namespaced_secret(
-        NAMESPACE,
-        {
-            "metadata": {"name": "s3-credentials"},
-            "data": {
-                key: base64.b64encode(value.encode()).decode()
-                for key, value in (
-                    ("AWS_ACCESS_KEY_ID", storage.access_key),
-                    ("AWS_SECRET_ACCESS_KEY", storage.secret_key),
-                )
-            },
-        },
-    )
+    credentials = storage_secrets(core, NAMESPACE, storage, BUCKET, tmp_path_factory.mktemp("s3"))
     models = image_readable_model_repo(tmp_path_factory.mktemp("models"))
     claim = model_claim(core, models)
     port = storage.endpoint.rsplit(":", 1)[1]
@@ -187,7 +175,7 @@ def installed(
         f"--set=image.tag={TAG}", "--set=image.pullPolicy=Never",
         "--set=minio.enabled=false",
         f"--set=storage.external.endpoint=http://{NODE_IP}:{port}",
-        "--set=storage.external.existingSecret=s3-credentials",
+        *credentials,
         f"--set=storage.bucket={BUCKET}",
         "--set=api.replicas=1",
         "--set=separator.gpu.count=0",

@@ -1,6 +1,8 @@
 """A real MinIO server on loopback, built by ``make tools``."""
 
+import os
 import secrets
+import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 from minio import Minio
 
 from tests.harness import procs
-from tests.harness.tools import tool
+from tests.harness.tools import REPO_ROOT, tool
 
 
 @dataclass
@@ -65,3 +67,61 @@ def start_minio(workdir: Path, log_dir: Path, listen: str = "127.0.0.1") -> Mini
         process.stop()
         raise
     return server
+
+
+COMPONENTS = ("api", "operator", "separator")
+CHART_FILES = REPO_ROOT / "charts" / "stemkube" / "files"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+
+def provision_users(
+    server: MinioServer,
+    url: str,
+    bucket: str,
+    workdir: Path,
+    users: dict[str, Credentials] | None = None,
+) -> dict[str, Credentials]:
+    """The chart's own set-up of a MinIO (``files/minio-setup.sh`` with the policies of
+    ``files/s3-policies/``, the bucket written in, as its hook renders them), run with this
+    machine's ``mc`` against ``server`` at ``url``: the bucket and one least-privilege user per
+    component, as a platform team makes them for an external store (``users``: given keys, to
+    run it again). Returns their keys."""
+    setup = workdir / "minio-setup"
+    setup.mkdir(parents=True, exist_ok=True)
+    for component in COMPONENTS:
+        policy = (CHART_FILES / "s3-policies" / f"{component}.json").read_text()
+        (setup / f"{component}.json").write_text(
+            policy.replace("arn:aws:s3:::BUCKET", f"arn:aws:s3:::{bucket}")
+        )
+    users = users or {
+        c: Credentials(f"stemkube-{c}-{secrets.token_hex(4)}", secrets.token_hex(20))
+        for c in COMPONENTS
+    }
+    env = {
+        **os.environ,
+        "PATH": f"{tool('mc').parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MC_CONFIG_DIR": str(workdir / "mc"),
+        "MINIO_URL": url,
+        "BUCKET": bucket,
+        "SETUP_DIR": str(setup),
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+    }
+    for component, user in users.items():
+        env[f"{component.upper()}_ACCESS_KEY"] = user.access_key
+        env[f"{component.upper()}_SECRET_KEY"] = user.secret_key
+    result = subprocess.run(
+        ["sh", str(CHART_FILES / "minio-setup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"minio-setup.sh: {result.stdout}{result.stderr}"
+    return users

@@ -30,8 +30,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.webhooks.secretName | default (printf "%s-webhooks" (include "stemkube.fullname" .)) -}}
 {{- end -}}
 
+{{/* The storage credentials' Secret of one component (dict "root" . "component" "api",
+"operator" or "separator"): with the bundled MinIO a user of its own with the least rights
+(files/s3-policies/<component>.json); else storage.external.<component>Secret, or the shared
+existingSecret. No component reads another's, and none but MinIO and its hook MinIO's root. */}}
 {{- define "stemkube.storageSecret" -}}
-{{- if .Values.minio.enabled -}}{{ include "stemkube.fullname" . }}-storage{{- else -}}{{ required "storage.external.existingSecret is required when minio.enabled is false" .Values.storage.external.existingSecret }}{{- end -}}
+{{- $values := .root.Values -}}
+{{- if $values.minio.enabled -}}{{ include "stemkube.fullname" .root }}-storage-{{ .component }}
+{{- else -}}
+{{- $own := index $values.storage.external (printf "%sSecret" .component) -}}
+{{- $own | default $values.storage.external.existingSecret | required (printf "storage.external.%sSecret (or existingSecret) is required when minio.enabled is false" .component) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The bundled MinIO's root credentials: MinIO and its set-up hook only. */}}
+{{- define "stemkube.minioRootSecret" -}}
+{{- include "stemkube.fullname" . }}-minio-root
 {{- end -}}
 
 {{/* storageScopes as stemkube_contract.scopes reads it (STEMKUBE_STORAGE_SCOPES): JSON, the
@@ -45,10 +59,11 @@ default's empty bucket resolved to storage.bucket. */}}
 {{- if .Values.minio.enabled -}}http://{{ include "stemkube.fullname" . }}-minio.{{ .Release.Namespace }}.svc:9000{{- else -}}{{ .Values.storage.external.endpoint }}{{- end -}}
 {{- end -}}
 
+{{/* The object store's address and one component's credentials (dict "root" . "component" ...). */}}
 {{- define "stemkube.s3Env" -}}
 - name: AWS_ENDPOINT_URL
-  value: {{ include "stemkube.s3Endpoint" . | quote }}
-{{- with .Values.storage.external.region }}
+  value: {{ include "stemkube.s3Endpoint" .root | quote }}
+{{- with .root.Values.storage.external.region }}
 - name: AWS_REGION
   value: {{ . | quote }}
 {{- end }}
