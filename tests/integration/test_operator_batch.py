@@ -160,12 +160,19 @@ def test_a_job_killed_mid_batch_retries_only_the_unfinished(
     start_operator: OperatorFactory,
 ) -> None:
     namespace, s3 = stemkube_namespace, minio_server.client()
-    songs = {"k1": sine_wav(2.0), "k2": sine_wav(30.0), "k3": sine_wav(2.0)}
+    # k2 long enough to be caught mid-separation: the tiny model takes about 3 s for 30 s of
+    # audio with two shifts on an idle machine.
+    songs = {"k1": sine_wav(2.0), "k2": sine_wav(90.0), "k3": sine_wav(2.0)}
     queue_up(cluster, namespace, s3, bucket, songs, format="wav", shifts=2)
     start_operator(STEMKUBE_MAX_RUNNING="1", **{MAX_PER_JOB_ENV: "4"})
 
-    first = wait_phase(cluster, namespace, "k1", ("Completed", "Failed"))["status"]
-    assert first["phase"] == "Completed", first
+    # k1's end as its separator writes it (the operator's phase may come a moment later, when
+    # k2 has moved on).
+    def k1_ended() -> bool:
+        status = read(cluster, namespace, "k1").get("status") or {}
+        return bool(status.get(batch.OUTCOME_FIELD)) or status.get("phase") == "Completed"
+
+    wait_for(k1_ended, 120, "k1's outcome")
     first_result = s3.stat_object(bucket, "results/k1.zip")
     wait_for(
         lambda: (read(cluster, namespace, "k2").get("status") or {}).get("progress", 0) > 5,
@@ -175,6 +182,9 @@ def test_a_job_killed_mid_batch_retries_only_the_unfinished(
     wait_for(lambda: separator_pids(namespace, "k2"), 30, "the batch's separator")
     for pid in separator_pids(namespace, "k2"):
         os.kill(pid, signal.SIGKILL)  # as an OOM kill or a node failure would
+
+    first = wait_phase(cluster, namespace, "k1", ("Completed", "Failed"))["status"]
+    assert first["phase"] == "Completed", first
 
     finals = {
         n: wait_phase(cluster, namespace, n, ("Completed", "Failed"), 180)["status"]
