@@ -1,6 +1,7 @@
 """What the routes work with: one ``Services`` per app, set by ``create_app`` and handed to each
 route as a FastAPI dependency (``ServicesDep``)."""
 
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stemkube_api.auth.caller import Caller
 from stemkube_api.errors import ApiError
-from stemkube_api.interfaces import JobBackend, ObjectStore
+from stemkube_api.interfaces import JobBackend, ObjectStore, UnavailableError
 from stemkube_api.jobs import JobRecord
 from stemkube_api.metrics import Metrics
 from stemkube_api.settings import Settings
@@ -28,6 +29,17 @@ class Services:
         if record is None or not caller.sees(record.tenant):
             raise not_found(job_id)
         return record
+
+    async def delete(self, record: JobRecord) -> bool:
+        """Cancels and deletes a job and the files it owns; False when it was gone already.
+        The operator's finalizer removes the files too; removing them here also covers a job
+        deleted before the operator ever saw it."""
+        if not await run_in_threadpool(self.backend.delete, record.job_id):
+            return False
+        for key in record.owned_keys:
+            with contextlib.suppress(UnavailableError):
+                await run_in_threadpool(self.store.delete, key)
+        return True
 
 
 def not_found(job_id: str) -> ApiError:

@@ -526,15 +526,11 @@ def request_body(settings_models: Any) -> dict[str, Any]:
     """The OpenAPI request of POST /batches: a form of files, or JSON sources."""
     return {
         "parameters": [
-            {
-                "name": idempotency.HEADER,
-                "in": "header",
-                "required": False,
-                "description": "As on /upload: the same key (per API key) with the same request "
-                "within 24 hours answers the first response again (`Idempotent-Replayed: "
-                "true`) and creates nothing; with another request, a 409.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
+            idempotency.header_parameter(
+                "As on /upload: the same key (per API key) with the same request within 24 "
+                "hours answers the first response again (`Idempotent-Replayed: true`) and "
+                "creates nothing; with another request, a 409."
+            )
         ],
         "requestBody": {
             "required": True,
@@ -685,13 +681,8 @@ def router(settings: Any) -> APIRouter:
             if record.status in (COMPLETED, FAILED):
                 kept.append(record.job_id)
                 continue
-            if not await run_in_threadpool(services.backend.delete, record.job_id):
-                continue  # gone meanwhile
-            # As DELETE /job: the operator's finalizer removes the files too.
-            for key in record.owned_keys:
-                with contextlib.suppress(UnavailableError):
-                    await run_in_threadpool(services.store.delete, key)
-            cancelled.append(record.job_id)
+            if await services.delete(record):  # else gone meanwhile
+                cancelled.append(record.job_id)
         message = (
             f"batch {batch_id}: {len(cancelled)} job(s) cancelled and deleted, "
             f"{len(kept)} finished job(s) kept"

@@ -1,7 +1,6 @@
 """Jobs: upload a song (a new job), its status, the list, deletion. Each sees the caller's
 tenant only (admin keys: every tenant); another tenant's job is missing."""
 
-import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -11,9 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from stemkube_api.auth.dependency import CallerDep, current_caller
 from stemkube_api.errors import ApiError, error_responses
 from stemkube_api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from stemkube_api.idempotency import REPLAYED_HEADER, validate_key
+from stemkube_api.idempotency import REPLAYED_HEADER, header_parameter, validate_key
 from stemkube_api.idempotency import RESPONSES as IDEMPOTENCY_RESPONSES
-from stemkube_api.interfaces import UnavailableError
 from stemkube_api.jobs import BadCursorError
 from stemkube_api.models import (
     Deleted,
@@ -58,16 +56,12 @@ def upload_body(settings: Settings) -> dict[str, Any]:
     """The upload form's OpenAPI schema: the file, and each option from the catalogue."""
     return {
         "parameters": [
-            {
-                "name": IDEMPOTENCY_HEADER,
-                "in": "header",
-                "required": False,
-                "description": "1-255 printable ASCII characters (a UUID, say). The same key "
-                "(per API key) with the same request within 24 hours answers the first "
-                "response again, with `Idempotent-Replayed: true`, and creates nothing; with "
-                "another request (options, file), a 409.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
+            header_parameter(
+                "1-255 printable ASCII characters (a UUID, say). The same key (per API key) "
+                "with the same request within 24 hours answers the first response again, with "
+                "`Idempotent-Replayed: true`, and creates nothing; with another request "
+                "(options, file), a 409."
+            )
         ],
         "requestBody": {
             "required": True,
@@ -169,13 +163,8 @@ async def jobs(
 )
 async def delete(job_id: str, services: ServicesDep, caller: CallerDep) -> Deleted:
     record = await services.find(job_id, caller)
-    if not await run_in_threadpool(services.backend.delete, job_id):
+    if not await services.delete(record):
         raise not_found(job_id)
-    # The operator's finalizer removes the files; removing them here too covers a job
-    # deleted before the operator ever saw it.
-    for key in record.owned_keys:
-        with contextlib.suppress(UnavailableError):
-            await run_in_threadpool(services.store.delete, key)
     was = "cancelled and deleted" if record.status in ("pending", "processing") else "deleted"
     log.info("job %s %s by key %s (tenant %s)", job_id, was, caller.key_name, caller.tenant)
     return Deleted(job_id=job_id, deleted=True, message=f"job {job_id} {was}")
