@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds the test tier's binaries (Kubernetes control plane, kubectl, etcd, MinIO, mc, helm)
-# from the Go module proxy into $STEMKUBE_TOOLS_BIN (default: .cache/bin in the repository).
+# Builds the test tier's binaries (Kubernetes control plane, kubectl, etcd, MinIO, mc, helm,
+# Kueue) from the Go module proxy into $STEMKUBE_TOOLS_BIN (default: .cache/bin in the
+# repository).
 #
 # Each tools/<name>/ is a wrapper Go module whose committed go.sum pins every module hash.
 # A tool is rebuilt only when its wrapper module or this script changed (a stamp file records
 # the hash it was built from), so a second run is a no-op.
 #
-# Usage: tools/build.sh [name ...]     names: kubernetes node etcd minio mc helm (the default), kind
+# Usage: tools/build.sh [name ...]
+#   names: kubernetes node etcd minio mc helm kueue (the default), kind
 #   node: kubelet and kube-proxy for a real single-node cluster (hack/node-up.sh); built from
 #   tools/kubernetes so the Kubernetes pins stay in one go.mod.
 set -euo pipefail
@@ -117,12 +119,57 @@ build_helm() {
     -o "$bin/helm" helm.sh/helm/v3/cmd/helm
 }
 
+# The controller, plus what tests/harness/kueue.py applies to the tier, copied from the same
+# module version: the CRDs, the conversion-webhook patches and the webhook configurations (which
+# the harness points at 127.0.0.1, as the release's kustomize overlays point them at a Service).
+#
+# One line of cmd/kueue/main.go is patched: with internal cert management off, Kueue reads its
+# metrics serving certificate from the fixed path /etc/kueue/metrics/certs (a Secret mount in the
+# release's Deployment) and exits when it is missing. The patched copy lets
+# STEMKUBE_KUEUE_METRICS_CERT_DIR name another folder, so that the tier runs as any user without
+# writing under /etc. Go refuses overlays of files in the module cache, so the patched main.go
+# is overlaid as a new package of this wrapper module (cmd/kueue is that one file); everything
+# it imports is the published module.
+build_kueue() {
+  local v; v=$(module_version kueue sigs.k8s.io/kueue)
+  # go list reports no folder for a module not yet in the module cache (a clean machine).
+  go mod download sigs.k8s.io/kueue
+  local src; src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+  local work; work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now: $work is local
+  trap "rm -rf '$work'; trap - RETURN" RETURN
+  local fixed='metricsCertPath := "/etc/kueue/metrics/certs"'
+  [ "$(cd "$src/cmd/kueue" && echo *.go)" = main.go ] && grep -qF "$fixed" "$src/cmd/kueue/main.go" ||
+    { echo "tools/build.sh: kueue $v: cmd/kueue is no longer the main.go this script patches" >&2; return 1; }
+  awk -v fixed="$fixed" '{ print } index($0, fixed) {
+    print "\t\tif dir := os.Getenv(\"STEMKUBE_KUEUE_METRICS_CERT_DIR\"); dir != \"\" {"
+    print "\t\t\tmetricsCertPath = dir"
+    print "\t\t}"
+  }' "$src/cmd/kueue/main.go" >"$work/main.go"
+  printf '{"Replace": {"%s": "%s"}}\n' "$PWD/cmd/kueue/main.go" "$work/main.go" >"$work/overlay.json"
+  local pkg=sigs.k8s.io/kueue/pkg/version
+  # BuildDate is fixed so that the same pins give the same binary; the module proxy's zip
+  # carries no commit, so GitCommit is left empty rather than Kueue's placeholder.
+  go build -overlay "$work/overlay.json" \
+    -ldflags "-s -w -X $pkg.GitVersion=$v -X $pkg.GitCommit= -X $pkg.BuildDate=1970-01-01T00:00:00Z" \
+    -o "$bin/kueue" ./cmd/kueue
+  local out="$bin/kueue-config"
+  rm -rf "$out"
+  mkdir -p "$out/crd/patches"
+  cp "$src"/config/components/crd/bases/*.yaml "$out/crd/"
+  cp "$src"/config/components/crd/kustomization.yaml "$src"/config/components/crd/patches/webhook_in_*.yaml \
+    "$out/crd/patches/"
+  cp "$src/config/components/webhook/manifests.yaml" "$out/webhooks.yaml"
+  # The module cache is read-only; the copies should not be.
+  chmod -R u+w "$out"
+}
+
 build_kind() {
   go build -ldflags "-s -w" -o "$bin/kind" sigs.k8s.io/kind
 }
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(kubernetes node etcd minio mc helm)
+[ ${#names[@]} -gt 0 ] || names=(kubernetes node etcd minio mc helm kueue)
 
 total_start=$SECONDS
 built=0

@@ -113,9 +113,11 @@ def release(
     core.create_namespace({"metadata": {"name": namespace}})
     scratch = tmp_path_factory.mktemp("s3")
     credentials = storage_secrets(core, namespace, minio_server, bucket, scratch)
-    # The pod runner runs the API's container as a process of this machine: both of its ports
-    # are free ones here (the chart's metrics port, 9090, may be taken).
-    api_port, metrics_port = procs.free_port(), procs.free_port()
+    # The pod runner runs the API's and the operator's containers as processes of this
+    # machine: their ports are free ones here (the chart's metrics port, 9090, may be taken).
+    # No kube-proxy either: the separator pods reach the operator's job link on this machine's
+    # loopback, not through its Service's cluster IP (test_real_node.py takes that way).
+    api_port, metrics_port, link_port = procs.free_port(), procs.free_port(), procs.free_port()
     out = _helm(
         cluster,
         "install",
@@ -129,6 +131,11 @@ def release(
         "--set=api.replicas=1",
         f"--set=api.containerPort={api_port}",
         f"--set=api.metrics.port={metrics_port}",
+        f"--set=operator.link.port={link_port}",
+        f"--set=operator.link.url=http://127.0.0.1:{link_port}",
+        # The tests look at the separator's pod after its job ends (test_operator_cleanup.py
+        # tests the default, which deletes it).
+        "--set=separator.keepFinishedJobs=all",
         "--set=separator.resources.requests.cpu=100m",
         "--set=separator.resources.requests.memory=256Mi",
         f"--set=separator.modelRepo={model_repo}",

@@ -60,12 +60,18 @@ spec:
     archive = s3.get_object(release.bucket, output_key).read()
     names = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
     assert names == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
-    # The separation pod ran as the chart's separator ServiceAccount.
+    assert status["progress"] == 100
+    # The separation pod ran as the chart's separator ServiceAccount, with no storage
+    # credentials and no API-server token: its input, output and progress went through the
+    # operator's job link.
     core = client.CoreV1Api(cluster.api)
     [pod] = core.list_namespaced_pod(
         release.namespace, label_selector="app.kubernetes.io/component=separator"
     ).items
     assert pod.spec.service_account_name == "stemkube-separator"
+    assert pod.spec.automount_service_account_token is False
+    [container] = pod.spec.containers
+    assert not [e.name for e in container.env if e.name.startswith("AWS_")]
     assert "could not write progress" not in cluster.runner.logs(
         release.namespace, pod.metadata.name
     )

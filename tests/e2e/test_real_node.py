@@ -182,6 +182,8 @@ def installed(
         "--set=separator.resources.requests.cpu=100m",
         "--set=separator.resources.requests.memory=256Mi",
         "--set=separator.shmSize=64Mi",
+        # The test looks at the separator's pod after its job ends.
+        "--set=separator.keepFinishedJobs=all",
         f"--set=separator.modelCache.existingClaim={claim}",
         "--wait", "--timeout=5m",
         timeout=400,

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from minio import Minio
 
 from tests.harness.controlplane import ControlPlane, start_control_plane
+from tests.harness.kueue import Kueue, start_kueue
 from tests.harness.minio import MinioServer, start_minio
 from tests.harness.node import NodeHeartbeat, NodeSpec
 from tests.harness.podrunner import PodRunner
@@ -49,6 +50,7 @@ def kubectl(cluster: Cluster, *args: str, stdin: str | None = None, check: bool 
 
 
 _PLANES: list[ControlPlane] = []  # for the failure report hook below
+_KUEUES: list[Kueue] = []
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +94,22 @@ def cluster(
     finally:
         runner.stop()
         heartbeat.stop()
+
+
+@pytest.fixture(scope="module")
+def kueue(
+    control_plane: ControlPlane, kube_api: client.ApiClient, tier_dir: Path
+) -> Iterator[Kueue]:
+    """A real Kueue controller on the control plane (see :mod:`tests.harness.kueue`) for the
+    tests of one module: the rest of the session meets no Kueue controller (nor its webhooks),
+    as on a cluster without one. Its CRDs stay once applied."""
+    started = start_kueue(control_plane, kube_api, tier_dir / "kueue", tier_dir / "logs")
+    _KUEUES.append(started)
+    try:
+        yield started
+    finally:
+        _KUEUES.remove(started)
+        started.stop()
 
 
 @contextlib.contextmanager
@@ -142,4 +160,6 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and _PLANES:
         report.sections.append(("control plane log tails", _PLANES[-1].log_tails()))
+    if report.failed and _KUEUES:
+        report.sections.append(("kueue log tail", _KUEUES[-1].log_tail()))
     return report

@@ -36,11 +36,18 @@ def _ready(url: str) -> bool:
         return bool(response.status == 200)
 
 
-def start_minio(workdir: Path, log_dir: Path, listen: str = "127.0.0.1") -> MinioServer:
+def start_minio(
+    workdir: Path, log_dir: Path, listen: str = "127.0.0.1", like: MinioServer | None = None
+) -> MinioServer:
     """A MinIO server on ``listen`` (e.g. "" for every address, so that pods reach it on a
-    bridge); the returned endpoint is always the loopback one."""
-    port, console_port = procs.free_port(), procs.free_port()
-    access_key, secret_key = "stemkube", secrets.token_hex(16)
+    bridge); the returned endpoint is always the loopback one. ``like``: a stopped server to
+    start again, on its port with its credentials and (``workdir``) its data."""
+    console_port = procs.free_port()
+    if like is None:
+        port, access_key, secret_key = procs.free_port(), "stemkube", secrets.token_hex(16)
+    else:
+        port = int(like.endpoint.rsplit(":", 1)[1])
+        access_key, secret_key = like.access_key, like.secret_key
     process = procs.start(
         "minio",
         [
@@ -69,7 +76,9 @@ def start_minio(workdir: Path, log_dir: Path, listen: str = "127.0.0.1") -> Mini
     return server
 
 
-COMPONENTS = ("api", "operator", "separator")
+# The components holding storage credentials (the chart's "stemkube.storageComponents"): the
+# separator pods hold none, the operator presigns their URLs.
+COMPONENTS = ("api", "operator")
 CHART_FILES = REPO_ROOT / "charts" / "stemkube" / "files"
 
 

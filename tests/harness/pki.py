@@ -1,5 +1,6 @@
 """Certificates and keys for the control plane: a CA, the API server's serving certificate,
-an admin client certificate, and the service-account signing key."""
+an admin client certificate, the service-account signing key, and serving certificates for
+webhooks on loopback."""
 
 import datetime
 import ipaddress
@@ -153,3 +154,26 @@ def create_pki(directory: Path, service_ip: str, extra_ips: tuple[str, ...] = ()
         )
     )
     return pki
+
+
+def issue_serving_cert(pki: Pki, cert_dir: Path, common_name: str) -> None:
+    """``tls.crt``/``tls.key`` in ``cert_dir`` for a server on 127.0.0.1 (a webhook's), signed
+    by the tier's CA: the bundle the API server is given for it."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        _name(common_name),
+        key,
+        ca_cert,
+        ca_key,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("localhost"),
+        ],
+    )
+    (cert_dir / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(cert_dir / "tls.key", key)

@@ -12,7 +12,13 @@ What it does not do: pull images, mount volumes (emptyDirs and the like are igno
 resource limits, run init or sidecar containers, or serve logs through the API (tests read them
 with :meth:`PodRunner.logs`). A pod's service-account token is real: the runner asks the API
 server for one bound to the pod and hands it to the process in a kubeconfig (``KUBECONFIG``),
-where a kubelet would mount it at /var/run/secrets/kubernetes.io/serviceaccount.
+where a kubelet would mount it at /var/run/secrets/kubernetes.io/serviceaccount (not when the
+pod says ``automountServiceAccountToken: false``). Projected service-account tokens (a
+``projected`` volume's ``serviceAccountToken`` sources: audience, lifetime, path) are real too:
+the runner requests each, bound to the pod, into a file of the pod's scratch folder; since the
+process runs on the host, not in a mount namespace, an environment value that names a path
+under such a volume's ``mountPath`` is rewritten to the file's place (the only way the
+programs here find the file). The runner does not renew them: a test pod lives minutes.
 """
 
 import base64
@@ -70,6 +76,28 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 def exit_code_of(returncode: int) -> int:
     """Popen's -N for "killed by signal N" is 128+N in a container's status."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def bound_token(
+    core: client.CoreV1Api, pod: client.V1Pod, audience: str | None, seconds: int
+) -> str:
+    """A real service-account token of the pod's account, bound to the pod (TokenRequest), for
+    ``audience`` (None: the API server's), as the kubelet asks for one."""
+    spec: dict[str, Any] = {
+        "expirationSeconds": seconds,
+        "boundObjectRef": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod.metadata.name,
+            "uid": pod.metadata.uid,
+        },
+    }
+    if audience:
+        spec["audiences"] = [audience]
+    request = core.create_namespaced_service_account_token(
+        pod.spec.service_account_name or "default", pod.metadata.namespace, {"spec": spec}
+    )
+    return str(request.status.token)
 
 
 class PodRunner:
@@ -336,24 +364,40 @@ class PodRunner:
             raise
         return dict(config_map.data or {})
 
+    def project_tokens(
+        self, pod: client.V1Pod, container: client.V1Container, env: dict[str, str], scratch: Path
+    ) -> dict[str, str]:
+        """The pod's projected service-account tokens written under ``scratch``, and ``env``
+        with the paths under their mounts pointing there (see the module's docstring)."""
+        volumes = {v.name: v for v in pod.spec.volumes or [] if v.projected is not None}
+        moved: dict[str, Path] = {}
+        for mount in container.volume_mounts or []:
+            volume = volumes.get(mount.name)
+            if volume is None:
+                continue
+            folder = scratch / "volumes" / mount.name
+            for source in volume.projected.sources or []:
+                token = source.service_account_token
+                if token is None:
+                    continue
+                path = folder / token.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(
+                    bound_token(self._core, pod, token.audience, token.expiration_seconds or 3600)
+                )
+                path.chmod(0o600)
+            moved[mount.mount_path.rstrip("/")] = folder
+        rewritten = dict(env)
+        for name, value in env.items():
+            for mount_path, folder in moved.items():
+                if value == mount_path or value.startswith(mount_path + "/"):
+                    rewritten[name] = str(folder) + value[len(mount_path) :]
+        return rewritten
+
     def service_account_kubeconfig(self, pod: client.V1Pod, path: Path) -> None:
         """A token bound to the pod, as the kubelet projects it, in a kubeconfig at ``path``."""
         account = pod.spec.service_account_name or "default"
-        request = self._core.create_namespaced_service_account_token(
-            account,
-            pod.metadata.namespace,
-            {
-                "spec": {
-                    "expirationSeconds": 3600,
-                    "boundObjectRef": {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": pod.metadata.name,
-                        "uid": pod.metadata.uid,
-                    },
-                }
-            },
-        )
+        token = bound_token(self._core, pod, None, 3600)
         configuration = self._api.configuration
         config = {
             "apiVersion": "v1",
@@ -367,7 +411,7 @@ class PodRunner:
                     },
                 }
             ],
-            "users": [{"name": account, "user": {"token": request.status.token}}],
+            "users": [{"name": account, "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "in-cluster",
@@ -545,6 +589,7 @@ class _PodWorker:
         while True:
             try:
                 env = {**base, **self.runner.resolve_env(self.pod, container, self.pod_ip)}
+                env = self.runner.project_tokens(self.pod, container, env, self.scratch)
                 if self.pod.spec.automount_service_account_token is not False:
                     kubeconfig = self.scratch / "serviceaccount.kubeconfig"
                     self.runner.service_account_kubeconfig(self.pod, kubeconfig)

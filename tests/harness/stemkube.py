@@ -2,7 +2,6 @@
 chart sets one up (storage Secret, the separator's ServiceAccount and its RBAC), a tiny model
 repository, and operator processes started from the installed ``stemkube-operator``."""
 
-import base64
 import json
 import sys
 import urllib.request
@@ -13,12 +12,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from stemkube_contract import joblink
 from stemkube_contract.models import DEFAULT_MODEL, MODELS_ENV, PRETRAINED, Catalog, Model
 from stemkube_contract.resource import GROUP, PLURAL
 from stemkube_contract.scopes import STORAGE_SCOPES_ENV, UNCONFINED
 from tests.harness import procs
 from tests.harness.custom_model import CUSTOM_MODEL, CUSTOM_SOURCES
 from tests.harness.fixtures import Cluster, kubectl
+from tests.harness.linkservice import LinkService
 from tests.harness.minio import MinioServer
 from tests.harness.tools import REPO_ROOT
 from tests.harness.urlserver import ALLOW_LOOPBACK
@@ -26,7 +27,6 @@ from tests.harness.webhook_receiver import WEBHOOK_ENV
 
 CRD_PATH = REPO_ROOT / "crds" / "separationjobs.stemkube.io.yaml"
 SEPARATOR_IMAGE = "stemkube/separator:dev"
-STORAGE_SECRET = "stemkube-storage"
 SEPARATOR_ACCOUNT = "stemkube-separator"
 
 
@@ -52,52 +52,12 @@ TIER_MODELS = Catalog((*PRETRAINED, Model(CUSTOM_MODEL, CUSTOM_SOURCES)), DEFAUL
 
 
 @pytest.fixture
-def stemkube_namespace(
-    cluster: Cluster, namespace: str, minio_server: MinioServer, separation_crd: None
-) -> str:
-    """A namespace ready for SeparationJobs: storage credentials, and the separator's
-    ServiceAccount allowed to write progress (what the chart installs)."""
-    core, rbac = client.CoreV1Api(cluster.api), client.RbacAuthorizationV1Api(cluster.api)
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": STORAGE_SECRET},
-            "data": {
-                "AWS_ACCESS_KEY_ID": base64.b64encode(minio_server.access_key.encode()).decode(),
-                "AWS_SECRET_ACCESS_KEY": base64.b64encode(
-                    minio_server.secret_key.encode()
-                ).decode(),
-            },
-        },
-    )
+def stemkube_namespace(cluster: Cluster, namespace: str, separation_crd: None) -> str:
+    """A namespace ready for SeparationJobs, as the chart leaves one: the separator's
+    ServiceAccount, with no permission and no storage credentials (its pods reach their own
+    job through the operator's job link only)."""
+    core = client.CoreV1Api(cluster.api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": SEPARATOR_ACCOUNT}})
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": SEPARATOR_ACCOUNT},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": [f"{PLURAL}/status"],
-                    "verbs": ["get", "patch"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": SEPARATOR_ACCOUNT},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": SEPARATOR_ACCOUNT,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": SEPARATOR_ACCOUNT, "namespace": namespace}
-            ],
-        },
-    )
     return namespace
 
 
@@ -105,6 +65,7 @@ def stemkube_namespace(
 class Operator:
     process: procs.Process
     port: int
+    link_url: str  # the job link as separator pods reach it (``linkservice``)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -133,11 +94,13 @@ def start_operator(
     stemkube_namespace: str,
     tmp_path: Path,
 ) -> Iterator[OperatorFactory]:
-    """Starts ``stemkube-operator`` processes watching the test's namespace."""
+    """Starts ``stemkube-operator`` processes watching the test's namespace, their job-link
+    servers behind one address (``linkservice``)."""
     started: list[Operator] = []
+    link = LinkService()
 
     def start(wait_ready: bool = True, **env: str) -> Operator:
-        port = procs.free_port()
+        port, link_port = procs.free_port(), procs.free_port()
         name = f"operator-{len(started)}"
         process = procs.start(
             name,
@@ -168,10 +131,17 @@ def start_operator(
                 # Storage confinement off: the tests name keys of their own choosing.
                 # test_storage_scopes.py runs the operator and the API with the default scopes.
                 STORAGE_SCOPES_ENV: UNCONFINED.to_json(),
+                # Finished Jobs stay (until their TTL) so tests can look at them and their pods;
+                # test_operator_cleanup.py runs the default, which deletes them at once.
+                "STEMKUBE_KEEP_FINISHED_JOBS": "all",
+                # Its own link server's port; the separator pods get the one "Service" URL.
+                "STEMKUBE_LINK_PORT": str(link_port),
+                joblink.URL_ENV: link.url,
                 **env,
             },
         )
-        operator = Operator(process, port)
+        link.add(link_port)
+        operator = Operator(process, port, link.url)
         started.append(operator)
         if wait_ready:
             procs.wait_ready(process, operator.ready, timeout=60)
@@ -180,3 +150,4 @@ def start_operator(
     yield start
     for operator in started:
         operator.process.stop()
+    link.close()

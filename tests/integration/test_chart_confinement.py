@@ -197,13 +197,45 @@ def test_the_api_is_reached_from_the_ingress_namespace_and_the_test_pod_only() -
     assert metrics["ports"] == [{"port": 9100, "protocol": "TCP"}]
     monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     assert peers(metrics) == [{"namespaceSelector": monitoring}]
-    # The operator's metrics (and health) port, from the same namespaces only.
-    assert custom["rel-stemkube-operator"]["ingress"] == [
-        {"from": [{"namespaceSelector": monitoring}], "ports": [{"port": 8080, "protocol": "TCP"}]}
-    ]
+    # The operator's metrics (and health) port, from the same namespaces only; its job link's
+    # port from separator pods only.
+    metrics_rule, link_rule = custom["rel-stemkube-operator"]["ingress"]
+    assert metrics_rule == {
+        "from": [{"namespaceSelector": monitoring}],
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+    }
+    assert link_rule["ports"] == [{"port": 8082, "protocol": "TCP"}]
     operator = named(render(), "Deployment", "rel-stemkube-operator")
-    [port] = operator["spec"]["template"]["spec"]["containers"][0]["ports"]
-    assert port["containerPort"] == 8080
+    ports = operator["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080), ("link", 8082)]
+
+
+def test_separators_reach_the_job_link_and_only_separators_do() -> None:
+    """The separator pods' only way to their job: the operator's link port, both ends."""
+    docs = render('--set-json=operator.watchNamespaces=["music","jobs"]')
+    specs = policies(docs)
+    pods = pod_templates(docs)
+    [_, link_in] = specs["rel-stemkube-operator"]["ingress"]
+    [separators] = peers(link_in)
+    assert separators["namespaceSelector"]["matchExpressions"] == [by_name("music", "jobs")]
+    chosen = {
+        pod
+        for pod, t in pods.items()
+        if selects(separators["podSelector"], t["metadata"]["labels"])
+    }
+    assert chosen == set()  # no pod of the chart's own
+    assert selects(separators["podSelector"], separator_pod(docs, "jobs")["metadata"]["labels"])
+    for ns in ("music", "jobs"):
+        link_out = specs[f"{ns}/rel-stemkube-separator"]["egress"][1]
+        assert link_out["ports"] == [{"port": 8082, "protocol": "TCP"}]
+        [operator] = peers(link_out)
+        assert operator["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NS}}
+        reached = {
+            pod
+            for pod, t in pods.items()
+            if selects(operator["podSelector"], t["metadata"]["labels"])
+        }
+        assert reached == {"rel-stemkube-operator"}
 
 
 def test_nothing_reaches_separators_tests_or_the_bucket_hook() -> None:
@@ -229,9 +261,14 @@ def test_dns_and_the_api_server_from_values() -> None:
         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
     }
     specs = policies(render())
-    for name in ("rel-stemkube-api", "rel-stemkube-operator", f"{NS}/rel-stemkube-separator"):
+    for name in ("rel-stemkube-api", "rel-stemkube-operator"):
         assert specs[name]["egress"][:2] == [dns, any_api_server], name
-    for name in ("rel-stemkube-test", "rel-stemkube-minio", "rel-stemkube-minio-bucket"):
+    for name in (
+        f"{NS}/rel-stemkube-separator",
+        "rel-stemkube-test",
+        "rel-stemkube-minio",
+        "rel-stemkube-minio-bucket",
+    ):
         assert specs[name]["egress"][0] == dns
         assert any_api_server not in specs[name]["egress"], name  # no token, no API server
 
@@ -244,7 +281,10 @@ def test_dns_and_the_api_server_from_values() -> None:
             '--set-json=networkPolicy.dns.podSelector={"matchLabels":{"k8s-app":null,"app":"coredns"}}',
         )
     )
-    for name in ("rel-stemkube-api", "rel-stemkube-operator", f"{NS}/rel-stemkube-separator"):
+    assert custom[f"{NS}/rel-stemkube-separator"]["egress"][0]["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "dns"}
+    }
+    for name in ("rel-stemkube-api", "rel-stemkube-operator"):
         custom_dns, api_server = custom[name]["egress"][:2]
         assert custom_dns["to"] == [
             {

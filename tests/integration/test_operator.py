@@ -42,11 +42,18 @@ def exists(s3: Minio, bucket: str, key: str) -> bool:
     return True
 
 
-def create(cluster: Cluster, namespace: str, name: str, bucket: str, **spec: Any) -> dict[str, Any]:
+def create(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    bucket: str,
+    metadata_labels: dict[str, str] | None = None,  # spec.labels are the pod's: a spec kwarg
+    **spec: Any,
+) -> dict[str, Any]:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "SeparationJob",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": metadata_labels or {}},
         "spec": {
             "input": {"bucket": bucket, "key": f"inputs/{name}/song.wav", "filename": "song.wav"},
             "output": {"bucket": bucket, "key": f"results/{name}.zip"},
@@ -83,6 +90,18 @@ def wait_phase(
         raise AssertionError(f"{exc}; status {cr.get('status')}; pods {seen}") from None
 
 
+def wait_reason(
+    cluster: Cluster, namespace: str, name: str, reason: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The status once its reason is ``reason``."""
+
+    def reached() -> dict[str, Any] | None:
+        status = read(cluster, namespace, name).get("status") or {}
+        return status if status.get("reason") == reason else None
+
+    return wait_for(reached, timeout, f"{name}: reason {reason}")
+
+
 def jobs_of(cluster: Cluster, namespace: str, uid: str) -> list[client.V1Job]:
     batch = client.BatchV1Api(cluster.api)
     return list(batch.list_namespaced_job(namespace, label_selector=f"{UID_LABEL}={uid}").items)
@@ -98,7 +117,12 @@ def events_of(cluster: Cluster, namespace: str, name: str) -> list[str]:
     events = core.list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=SeparationJob"
     ).items
-    return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+    # Creation times have whole seconds; the store's revision orders events within one.
+    def order(event: Any) -> tuple[Any, int]:
+        return event.metadata.creation_timestamp, int(event.metadata.resource_version)
+
+    return [e.reason for e in sorted(events, key=order)]
 
 
 class ProgressWatch:
@@ -387,11 +411,7 @@ def test_no_free_gpu_shows_pending_unschedulable(
     upload(s3, bucket, "inputs/big/song.wav", sine_wav(1.0))
     create(cluster, namespace, "big", bucket)
 
-    def unschedulable() -> dict[str, Any] | None:
-        status = read(cluster, namespace, "big").get("status") or {}
-        return status if status.get("reason") == "Unschedulable" else None
-
-    status = wait_for(unschedulable, 60, "Unschedulable")
+    status = wait_reason(cluster, namespace, "big", "Unschedulable")
     assert status["phase"] == "Pending"
     assert "nvidia.com/gpu" in status["message"]
 
@@ -437,25 +457,30 @@ def test_unpullable_image_shows_pending_with_the_kubelet_reason(
     assert "registry.example/no-such/image:1" in status["message"]
 
 
-def test_kueue_queue_name_waits_suspended_until_admitted(
+def test_a_queue_without_kueue_says_so_and_runs_once_admitted(
     cluster: Cluster,
     stemkube_namespace: str,
     minio_server: MinioServer,
     bucket: str,
     start_operator: OperatorFactory,
 ) -> None:
-    """Kueue admits a Job by unsuspending it; here the test plays Kueue's part."""
+    """A queue name on a cluster without Kueue waits with a reason that says so, not a generic
+    "Queued" forever; whoever admits the Job by unsuspending it (Kueue's part, played here)
+    lets it run. Where an earlier test left Kueue's CRDs (test_operator_kueue.py runs after
+    this file, so not in a whole run), no Kueue controller runs: the wait is "Queued"."""
     namespace, s3 = stemkube_namespace, minio_server.client()
+    served = "kueue.x-k8s.io" in {
+        g.name for g in client.ApisApi(cluster.api).get_api_versions().groups
+    }
+    reason = "Queued" if served else "KueueNotInstalled"
     start_operator()
     upload(s3, bucket, "inputs/kueued/song.wav", sine_wav(1.0))
     created = create(cluster, namespace, "kueued", bucket, queueName="gpu-queue")
 
-    def queued() -> dict[str, Any] | None:
-        status = read(cluster, namespace, "kueued").get("status") or {}
-        return status if status.get("reason") == "Queued" and status.get("jobName") else None
-
-    status = wait_for(queued, 60, "Queued behind Kueue")
-    assert "Kueue" in status["message"]
+    status = wait_reason(cluster, namespace, "kueued", reason)
+    assert (status["phase"], status["jobName"]) == ("Pending", "kueued")
+    assert ("install Kueue" if reason == "KueueNotInstalled" else "Kueue") in status["message"]
+    assert reason in events_of(cluster, namespace, "kueued")
     batch = client.BatchV1Api(cluster.api)
     job = batch.read_namespaced_job("kueued", namespace)
     assert job.spec.suspend is True
@@ -465,6 +490,30 @@ def test_kueue_queue_name_waits_suspended_until_admitted(
     batch.patch_namespaced_job("kueued", namespace, {"spec": {"suspend": False}})
     final = wait_phase(cluster, namespace, "kueued", ("Completed", "Failed"))["status"]
     assert final["phase"] == "Completed", final
+
+
+def test_a_pod_the_job_cannot_create_is_a_reasoned_wait_with_a_warning(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """The deployment's priority class was never created: the Job exists but the Job
+    controller cannot create its pod. The SeparationJob says so within seconds, in the API
+    server's words, instead of "Starting" for good."""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    start_operator(STEMKUBE_PRIORITY_CLASS="stemkube-never-created")
+    upload(s3, bucket, "inputs/orphan/song.wav", sine_wav(1.0))
+    create(cluster, namespace, "orphan", bucket)
+
+    status = wait_reason(cluster, namespace, "orphan", "FailedCreate", timeout=30)
+    assert status["phase"] == "Pending"
+    assert status["message"].startswith("the Job cannot create its pod: "), status
+    assert "no PriorityClass with name stemkube-never-created was found" in status["message"]
+    wait_for(
+        lambda: events_of(cluster, namespace, "orphan").count("FailedCreate") == 1, 10, "its event"
+    )
 
 
 def test_a_declared_model_of_the_deployments_own_runs_from_kubectl(

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -51,7 +52,7 @@ def queue_up(
     s3: Minio,
     bucket: str,
     songs: dict[str, bytes],
-    **spec: object,
+    **spec: Any,
 ) -> None:
     """The jobs, created a second apart (the queue orders by creation time)."""
     for name, data in songs.items():

@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from minio import Minio
 
-from stemkube_contract import podpolicy, refusals
+from stemkube_contract import kueue, podpolicy, refusals
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import load_config
@@ -34,6 +34,7 @@ VALUES = [
     '--set-json=separator.allowedPriorityClasses=["stemkube-batch"]',
     '--set-json=separator.allowedPodLabels=["team","example.com/"]',
     '--set-json=separator.allowedPodAnnotations=["example.com/note"]',
+    '--set-json=separator.kueue.allowedPriorityClasses=["stemkube-low"]',
     "--set=limits.segment=10",
 ]
 # The operator's settings that decide the table, as the chart renders them from VALUES.
@@ -44,6 +45,9 @@ POLICY_ENV = (
     podpolicy.MAX_ACTIVE_DEADLINE_SECONDS_ENV,
     podpolicy.MAX_TTL_SECONDS_AFTER_FINISHED_ENV,
     "STEMKUBE_PRIORITY_CLASS",
+    kueue.ALLOWED_PRIORITY_CLASSES_ENV,
+    kueue.PRIORITY_CLASS_ENV,
+    kueue.QUEUE_ENV,
     "STEMKUBE_ACTIVE_DEADLINE_SECONDS",
     "STEMKUBE_TTL_SECONDS_AFTER_FINISHED",
     "STEMKUBE_LIMITS",
@@ -70,6 +74,8 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         None,
     ),
     "system-priority": ({"priorityClassName": "system-node-critical"}, FORBIDDEN),
+    "allowed-kueue-priority": ({"workloadPriorityClass": "stemkube-low"}, None),
+    "kueue-priority": ({"workloadPriorityClass": "preempt-everyone"}, FORBIDDEN),
     "other-apps-label": ({"labels": {"app": "payments-frontend"}}, FORBIDDEN),
     "stemkube-own-label": ({"labels": {"stemkube.io/separation-job-uid": "x"}}, FORBIDDEN),
     "apparmor-unconfined": (
@@ -90,6 +96,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
 # What field each refused row's message names (the operator's and the policy's alike).
 FIELD = {
     "system-priority": "spec.priorityClassName 'system-node-critical'",
+    "kueue-priority": "spec.workloadPriorityClass 'preempt-everyone'",
     "other-apps-label": "spec.labels key 'app'",
     "stemkube-own-label": "spec.labels key 'stemkube.io/separation-job-uid'",
     "apparmor-unconfined": "spec.annotations key 'container.apparmor",
@@ -309,6 +316,8 @@ def test_the_operator_fails_every_escalation_before_any_job(
             for key, value in (fields.get("annotations") or {}).items():
                 assert template.metadata.annotations[key] == value, name
             assert template.spec.priority_class_name == fields.get("priorityClassName"), name
+            priority = job.metadata.labels.get(kueue.PRIORITY_CLASS_LABEL)
+            assert priority == fields.get("workloadPriorityClass"), name
             continue
         assert (status["phase"], status["reason"]) == ("Failed", reason), (name, status)
         assert jobs == [], name

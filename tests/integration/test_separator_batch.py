@@ -21,6 +21,7 @@ from tests.harness.fixtures import Cluster
 from tests.harness.minio import MinioServer
 from tests.harness.separator_fixtures import SEPARATE, log_lines, make_audio, run_separator
 from tests.harness.waiting import wait_for
+from tests.integration.test_separator_timings import outside_the_stages
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +180,7 @@ def assert_timings_add_up(logs: Logs, wall: float) -> None:
     timings = {str(k): float(v) for k, v in last["timings"].items()}
     assert list(timings) == [stage for stage in stages.ORDER if stage in timings]
     assert sum(timings.values()) == pytest.approx(float(last["wall"]), abs=0.01)
-    assert abs(sum(timings.values()) - wall) <= max(0.15, 0.02 * wall), (wall, timings)
+    assert abs(sum(timings.values()) - wall) <= outside_the_stages(wall), (wall, timings)
 
 
 @pytest.mark.parametrize("overlap", ["0", "1"], ids=["cpu-turns", "gpu-overlap"])

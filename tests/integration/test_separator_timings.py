@@ -41,11 +41,16 @@ def assert_stages_add_up(wall: float, logs: Logs) -> dict[str, float]:
     assert list(timings) == list(stages.ORDER)  # every stage, in run order
     assert all(seconds >= 0 for seconds in timings.values())
     assert sum(timings.values()) == pytest.approx(float(last["wall"]), abs=0.01)  # rounding
-    # Outside the stages: starting the process (fork, exec) until its clock's origin, which is
-    # the kernel's start time of the process (10 ms ticks), and flushing the last line.
-    tolerance = max(0.15, 0.02 * wall)
-    assert abs(sum(timings.values()) - wall) <= tolerance, (wall, timings)
+    assert abs(sum(timings.values()) - wall) <= outside_the_stages(wall), (wall, timings)
     return timings
+
+
+def outside_the_stages(wall: float) -> float:
+    """What of a run's ``wall`` time may fall outside its stages: starting the process (fork,
+    exec) until its clock's origin, which is the kernel's start time of the process (10 ms
+    ticks), and flushing the last line. On the 2-core machine under the whole suite's load
+    that reached 0.18 s (a stage left out would be seconds: importing torch alone is 2.5)."""
+    return max(0.3, 0.03 * wall)
 
 
 def test_stages_add_up_to_the_wall(

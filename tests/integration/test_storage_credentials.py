@@ -1,8 +1,9 @@
-"""Each component's own storage credentials: the chart gives the API, the operator and the
-separator pods a Secret each, and the bundled MinIO's root credentials only to MinIO and its
-set-up hook. The set-up (``files/minio-setup.sh``, the hook's script, with the policies of
-``files/s3-policies/``) makes one user per component; on a real MinIO each user can do what its
-part does and no more. The e2e tiers install the chart with such users (``provision_users``)."""
+"""Each component's own storage credentials: the chart gives the API and the operator a Secret
+each, the separator pods none (the operator presigns their URLs: test_job_link.py), and the
+bundled MinIO's root credentials only to MinIO and its set-up hook. The set-up
+(``files/minio-setup.sh``, the hook's script, with the policies of ``files/s3-policies/``) makes
+one user per component; on a real MinIO each user can do what its part does and no more. The
+e2e tiers install the chart with such users (``provision_users``)."""
 
 import io
 from pathlib import Path
@@ -23,7 +24,6 @@ EXTERNAL = [
     "--set=storage.external.endpoint=https://s3.example.com",
     "--set=storage.external.apiSecret=s3-api",
     "--set=storage.external.operatorSecret=s3-operator",
-    "--set=storage.external.separatorSecret=s3-separator",
 ]
 
 
@@ -33,15 +33,15 @@ def render(*values: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def secrets_read(workload: dict[str, Any]) -> set[str]:
-    """The Secrets a workload's containers read storage credentials from, and the one the
-    operator gives its separator pods."""
+    """The Secrets a workload's containers read storage credentials from, and any the
+    operator would give its separator pods."""
     names = set()
     for container in workload["spec"]["template"]["spec"]["containers"]:
         for var in container.get("env") or []:
             ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("key") == "AWS_SECRET_ACCESS_KEY" or var["name"].endswith("_SECRET_KEY"):
                 names.add(ref["name"])
-            if var["name"] == "STEMKUBE_STORAGE_SECRET":
+            if var["name"] == "STEMKUBE_STORAGE_SECRET":  # what the separator pods once got
                 names.add(f"separator pods: {var['value']}")
     return names
 
@@ -51,8 +51,7 @@ def test_each_component_reads_its_own_secret_and_only_minio_its_root() -> None:
     root = "rel-stemkube-minio-root"
     assert secrets_read(docs["Deployment", "rel-stemkube-api"]) == {"rel-stemkube-storage-api"}
     assert secrets_read(docs["Deployment", "rel-stemkube-operator"]) == {
-        "rel-stemkube-storage-operator",
-        "separator pods: rel-stemkube-storage-separator",
+        "rel-stemkube-storage-operator"
     }
     assert secrets_read(docs["Deployment", "rel-stemkube-minio"]) == {root}
     assert secrets_read(docs["Job", "rel-stemkube-minio-bucket"]) == {
@@ -63,27 +62,35 @@ def test_each_component_reads_its_own_secret_and_only_minio_its_root() -> None:
         docs["Secret", name]["stringData"]["AWS_ACCESS_KEY_ID"]
         for name in (root, *(f"rel-stemkube-storage-{c}" for c in COMPONENTS))
     }
-    assert len(keys) == 4  # four users, none shared
+    assert len(keys) == 3  # three users, none shared
+    assert {n for k, n in docs if k == "Secret" and n.startswith("rel-stemkube-storage-")} == {
+        f"rel-stemkube-storage-{c}" for c in COMPONENTS
+    }
     setup = docs["ConfigMap", "rel-stemkube-minio-setup"]["data"]
-    assert "arn:aws:s3:::stemkube/*" in setup["separator.json"]
+    assert {k for k in setup if k.endswith(".json")} == {f"{c}.json" for c in COMPONENTS}
+    assert "arn:aws:s3:::stemkube/*" in setup["operator.json"]
     assert setup["setup.sh"] == (CHART / "files" / "minio-setup.sh").read_text()
 
     external = render(*EXTERNAL)
     assert secrets_read(external["Deployment", "rel-stemkube-api"]) == {"s3-api"}
-    assert secrets_read(external["Deployment", "rel-stemkube-operator"]) == {
-        "s3-operator",
-        "separator pods: s3-separator",
-    }
+    assert secrets_read(external["Deployment", "rel-stemkube-operator"]) == {"s3-operator"}
     assert not [k for k in external if k[0] == "Secret" and "storage" in k[1]]
     missing = helm(
         "template",
         "rel",
         str(CHART),
         *EXTERNAL,
-        "--set=storage.external.separatorSecret=",
+        "--set=storage.external.operatorSecret=",
         check=False,
     )
-    assert "storage.external.separatorSecret (or existingSecret) is required" in missing.stderr
+    assert "storage.external.operatorSecret (or existingSecret) is required" in missing.stderr
+    # A separator Secret is no setting any more: its values are refused, not ignored.
+    old = helm(
+        "template", "rel", str(CHART), *EXTERNAL, "--set=storage.external.separatorSecret=x",
+        check=False,
+    )  # fmt: skip
+    assert "separatorSecret" in old.stderr
+    assert old.returncode != 0
 
 
 def client(server: MinioServer, user: Credentials) -> Minio:
@@ -110,15 +117,15 @@ def test_the_set_up_makes_one_least_privilege_user_per_component(
     root.put_object("someone-elses", "secret.wav", io.BytesIO(b"x"), 1)
     song = b"RIFF" + bytes(100)
     root.put_object(bucket, "ns/inputs/j/input.wav", io.BytesIO(song), len(song))
-    api, operator, separator = (client(minio_server, users[c]) for c in COMPONENTS)
+    api, operator = (client(minio_server, users[c]) for c in COMPONENTS)
 
-    # The separator reads an input and writes a result; a missing input reads as missing.
-    assert separator.get_object(bucket, "ns/inputs/j/input.wav").read() == song
-    separator.put_object(bucket, "ns/results/j.zip", io.BytesIO(b"zip"), 3)
-    with pytest.raises(S3Error) as missing:
-        separator.stat_object(bucket, "ns/inputs/gone/input.wav")
-    assert missing.value.code == "NoSuchKey"
-    assert refused(separator.remove_object, bucket, "ns/inputs/j/input.wav")
+    # The operator's job link: a separator's output as a multipart upload begun, completed or
+    # aborted by the operator (the parts come through URLs it presigns: test_job_link.py).
+    upload_id = operator._create_multipart_upload(bucket, "ns/results/j.zip", {})
+    listed = operator._list_multipart_uploads(bucket, prefix="ns/results/j.zip").uploads
+    assert [u.upload_id for u in listed] == [upload_id]  # what the cleanup finalizer aborts
+    operator._abort_multipart_upload(bucket, "ns/results/j.zip", upload_id)
+    operator.put_object(bucket, "ns/results/j.zip", io.BytesIO(b"zip"), 3)
     # The operator sizes results, writes ledger entries, lists and deletes.
     assert operator.stat_object(bucket, "ns/results/j.zip").size == 3
     operator.put_object(bucket, "ns/usage/k/1-u-1", io.BytesIO(b""), 0)
@@ -130,6 +137,6 @@ def test_the_set_up_makes_one_least_privilege_user_per_component(
     api._abort_multipart_upload(bucket, "ns/inputs/k/input.wav", upload_id)
     api.remove_object(bucket, "ns/results/j.zip")
     # Nobody touches another bucket, or makes one.
-    for user in (api, operator, separator):
+    for user in (api, operator):
         assert refused(user.get_object, "someone-elses", "secret.wav")
         assert refused(user.make_bucket, "new-bucket")

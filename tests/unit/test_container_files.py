@@ -28,6 +28,15 @@ def test_images_take_their_base_as_an_argument_and_run_as_non_root(dockerfile: P
     assert users
     assert users[-1].split(":")[0] not in ("0", "root")
     assert "org.opencontainers.image.title" in text
+    # `make images` prunes the images it superseded by this label: one it lacks would pile up.
+    key, value = _makefile_source_label().split("=", 1)
+    assert f'{key}="{value}"' in text
+
+
+def _makefile_source_label() -> str:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    [label] = re.findall(r"^IMAGE_SOURCE_LABEL := (\S+)$", makefile, re.MULTILINE)
+    return str(label)
 
 
 def test_compose_runs_local_mode_on_port_8000_with_a_data_volume() -> None:

@@ -27,6 +27,7 @@ NON_OPTION_FIELDS = {
     "ttlSecondsAfterFinished",
     "priorityClassName",
     "queueName",
+    "workloadPriorityClass",
     "labels",
     "annotations",
     "webhook",
@@ -151,6 +152,14 @@ def test_the_keys_carry_the_contract_s_key_rule(side: str) -> None:
 def test_status_phases_are_the_contract_s() -> None:
     phase = version_schema()["properties"]["status"]["properties"]["phase"]
     assert phase["enum"] == list(resource.PHASES)
+
+
+def test_the_status_message_bound_is_the_contract_s() -> None:
+    message = version_schema()["properties"]["status"]["properties"]["message"]
+    assert message["maxLength"] == resource.MAX_STATUS_MESSAGE
+    assert resource.bounded_message("x" * 5000).endswith("...")
+    assert len(resource.bounded_message("x" * 5000)) == resource.MAX_STATUS_MESSAGE
+    assert resource.bounded_message("short") == "short"
 
 
 def test_the_crd_s_coordinates_are_the_contract_s() -> None:

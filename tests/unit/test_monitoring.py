@@ -116,6 +116,26 @@ def test_the_oldest_pending_separation_is_published() -> None:
     assert sample(gauge) == 0
 
 
+def test_the_phase_counts_follow_transitions_and_a_recount() -> None:
+    phases = operator_metrics.PhaseCounts()
+
+    def counts() -> dict[str, float | None]:
+        return {p: sample("stemkube_separation_jobs", phase=p) for p in ("Pending", "Running")}
+
+    phases.observe("a", "Pending", T0)
+    phases.observe("b", "Pending", T0)
+    phases.observe("a", "Running", T0)
+    phases.observe("a", "Running", T0)  # seen twice, counted once
+    assert counts() == {"Pending": 1, "Running": 1}
+    # The sweep's listing: what is there now, finished ones included, and nothing else.
+    phases.recount([("c", "Completed", None), ("d", "Completed", None), ("e", "Failed", None)])
+    assert counts() == {"Pending": 0, "Running": 0}
+    assert sample("stemkube_separation_jobs", phase="Completed") == 2
+    assert sample("stemkube_separation_jobs", phase="Failed") == 1
+    phases.forget("c")
+    assert sample("stemkube_separation_jobs", phase="Completed") == 1
+
+
 def test_the_failure_alert_leaves_out_exactly_the_users_own_failures() -> None:
     """Bad input and bad sources (final, never retried, the user's doing) do not page anyone;
     a missing model (final too, but the deployment's doing) does. The list in the alert is

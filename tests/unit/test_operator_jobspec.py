@@ -1,15 +1,16 @@
 """SeparationJob -> Job manifest."""
 
+import signal
 from typing import Any
 
 import pytest
 
-from stemkube_contract import exitcodes
+from stemkube_contract import exitcodes, joblink
 from stemkube_contract.exitcodes import INVALID_INPUT as EXIT_INVALID_INPUT
 from stemkube_contract.exitcodes import MODEL_NOT_FOUND as EXIT_MODEL_NOT_FOUND
 from stemkube_contract.exitcodes import USAGE as EXIT_USAGE
 from stemkube_operator.config import OperatorConfig, load_config
-from stemkube_operator.jobspec import build_job, separator_args
+from stemkube_operator.jobspec import build_batch_job, build_job, separator_args
 from stemkube_operator.resource import UID_LABEL, job_name
 
 
@@ -86,10 +87,56 @@ def test_job_is_owned_linked_and_hardened() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "stemkube-storage"
+    assert env[joblink.TOKEN_ENV]["value"] == joblink.token_path()
 
 
-def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions() -> None:
+def _walk(value: Any) -> list[Any]:
+    """Every key and value of a manifest, nested ones included."""
+    if isinstance(value, dict):
+        return [k for k in value] + [x for v in value.values() for x in _walk(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _walk(v)]
+    return [value]
+
+
+def test_the_separator_holds_no_storage_credential_nor_kubernetes_token() -> None:
+    config = OperatorConfig(
+        link_url="http://10.96.0.20:8082", s3_endpoint="http://minio:9000", s3_region="eu"
+    )
+    job = build_job(separation_job(), config)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    names = [e["name"] for e in container["env"]]
+    assert not [n for n in names if n.startswith("AWS_")]
+    assert not [e for e in container["env"] if "valueFrom" in e and "secretKeyRef" in str(e)]
+    everything = _walk(job)
+    assert "secretKeyRef" not in everything
+    assert "secret" not in everything  # no Secret volume either
+    assert "envFrom" not in everything
+    assert "http://minio:9000" not in everything
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == config.service_account
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[joblink.URL_ENV] == "http://10.96.0.20:8082"
+    assert env[joblink.TOKEN_ENV] == f"{joblink.TOKEN_DIR}/{joblink.TOKEN_FILE}"
+
+
+def test_the_link_token_is_projected_for_the_link_audience_only() -> None:
+    pod = build_job(separation_job(), OperatorConfig())["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "projected" in v]
+    [source] = volume["projected"]["sources"]
+    assert source == {
+        "serviceAccountToken": {
+            "audience": joblink.AUDIENCE,
+            "expirationSeconds": joblink.TOKEN_SECONDS,
+            "path": joblink.TOKEN_FILE,
+        }
+    }
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount == {"name": volume["name"], "mountPath": joblink.TOKEN_DIR, "readOnly": True}
+
+
+def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions_and_deletions() -> None:
     rules = build_job(separation_job(), OperatorConfig())["spec"]["podFailurePolicy"]["rules"]
     fail_job = next(r for r in rules if r["action"] == "FailJob")
     assert set(fail_job["onExitCodes"]["values"]) == {
@@ -102,8 +149,11 @@ def test_failure_policy_fails_fast_on_bad_input_and_ignores_disruptions() -> Non
         exitcodes.NOT_AUDIO,
         exitcodes.SOURCE_FORBIDDEN,
     }
-    ignore = next(r for r in rules if r["action"] == "Ignore")
-    assert ignore["onPodConditions"] == [{"type": "DisruptionTarget"}]
+    disruption, deleted = (r for r in rules if r["action"] == "Ignore")
+    assert disruption["onPodConditions"] == [{"type": "DisruptionTarget"}]
+    # A pod deleted under the separation (Kueue's preemption suspends the Job) uses no retry.
+    assert deleted["onExitCodes"]["values"] == [exitcodes.TERMINATED] == [128 + signal.SIGTERM]
+    assert exitcodes.TERMINATED not in exitcodes.FINAL_CODES
 
 
 def test_cpu_cluster_asks_for_no_gpu() -> None:
@@ -156,6 +206,20 @@ def test_kueue_queue_creates_a_suspended_labelled_job() -> None:
     assert "suspend" not in build_job(separation_job(), OperatorConfig())["spec"]
 
 
+def test_the_deployments_kueue_queue_and_priority_are_the_default() -> None:
+    config = load_config({"STEMKUBE_KUEUE_QUEUE": "gpus", "STEMKUBE_KUEUE_PRIORITY_CLASS": "low"})
+    labels = build_job(separation_job(), config)["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "gpus"
+    assert labels["kueue.x-k8s.io/priority-class"] == "low"
+    own = build_job(separation_job(queueName="mine", workloadPriorityClass="high"), config)
+    assert own["spec"]["suspend"] is True
+    assert own["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "mine"
+    assert own["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
+    # No queue: Kueue does not manage the Job, and no priority label claims otherwise.
+    plain = build_job(separation_job(), load_config({"STEMKUBE_KUEUE_PRIORITY_CLASS": "low"}))
+    assert not [k for k in plain["metadata"]["labels"] if k.startswith("kueue.x-k8s.io/")]
+
+
 def test_model_cache_volume_is_mounted_and_used() -> None:
     config = load_config({"STEMKUBE_MODEL_CACHE_CLAIM": "weights"})
     job = build_job(separation_job(), config)
@@ -171,3 +235,13 @@ def test_job_name_fits_a_label_value() -> None:
     assert len(name) <= 63
     assert name == job_name(long_name)  # deterministic
     assert name != job_name("x" * 199)
+
+
+def test_a_batch_job_keeps_the_link_token_and_no_credential() -> None:
+    second = separation_job()
+    second["metadata"] = {**second["metadata"], "name": "job-2", "uid": "u-2"}
+    job = build_batch_job([separation_job(), second], OperatorConfig())
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert any("projected" in v for v in pod["volumes"])
+    assert "secretKeyRef" not in _walk(job)

@@ -31,6 +31,37 @@ POLICY = PodPolicy(
 )
 
 
+def test_a_kueue_priority_must_be_the_deployments_and_come_with_a_queue() -> None:
+    policy = PodPolicy(
+        allowed_workload_priority_classes=("batch-low",), default_workload_priority_class="mid"
+    )
+    for allowed in ("batch-low", "mid", ""):
+        assert pod_refusal(spec(queueName="q", workloadPriorityClass=allowed), policy) is None
+    assert pod_refusal(spec(queueName="q", workloadPriorityClass="urgent"), policy) == (
+        FORBIDDEN,
+        "spec.workloadPriorityClass 'urgent' is not allowed: SeparationJobs here may name only "
+        "'mid', 'batch-low' (the chart's separator.kueue.allowedPriorityClasses)",
+    )
+    none = pod_refusal(spec(queueName="q", workloadPriorityClass="mid"), PodPolicy())
+    assert none is not None
+    assert "may name none" in none[1]
+    no_queue = pod_refusal(spec(workloadPriorityClass="mid"), policy)
+    assert no_queue is not None
+    assert no_queue[0] == INVALID
+    assert "spec.queueName" in no_queue[1]
+    queued = PodPolicy(default_workload_priority_class="mid", default_queue="gpus")
+    assert pod_refusal(spec(workloadPriorityClass="mid"), queued) is None
+    config = load_config(
+        {
+            "STEMKUBE_KUEUE_QUEUE": "gpus",
+            "STEMKUBE_KUEUE_PRIORITY_CLASS": "mid",
+            "STEMKUBE_KUEUE_ALLOWED_PRIORITY_CLASSES": "batch-low,high",
+        }
+    ).pod_policy
+    assert config.workload_priority_classes == ("mid", "batch-low", "high")
+    assert config.default_queue == "gpus"
+
+
 def spec(**fields: Any) -> dict[str, Any]:
     return {
         "input": {"bucket": "songs", "key": "inputs/a/song.wav"},

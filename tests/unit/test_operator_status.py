@@ -230,6 +230,103 @@ def test_suspended_job_waits_for_kueue() -> None:
     assert "Kueue" in status["message"]
 
 
+def queued_job() -> dict[str, Any]:
+    suspended = job()
+    suspended["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
+    suspended["spec"]["suspend"] = True
+    return suspended
+
+
+def workload(*conditions: dict[str, Any], **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "job-job-1-abcde"},
+        "status": {"conditions": list(conditions), **status},
+    }
+
+
+def false(kind: str, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "False", "reason": reason, "message": message}
+
+
+WAITING = false(
+    "QuotaReserved",
+    "Pending",
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu "
+    "in flavor gpu, 1 more needed",
+)
+
+
+def test_kueue_state_is_the_workloads_conditions() -> None:
+    def says(observed: Observed) -> tuple[str, str, str]:
+        status = desired_status(cr(queueName="gpu"), observed, NOW)
+        return status["phase"], status["reason"], status["message"]
+
+    assert says(Observed(queued_job())) == (
+        "Pending", "Queued", "waiting for Kueue to admit the Job (queue 'gpu')",
+    )  # fmt: skip
+    assert says(Observed(queued_job(), workload=workload())) == (
+        "Pending", "Queued", "queued in Kueue (queue 'gpu'); not yet considered",
+    )  # fmt: skip
+    assert says(Observed(queued_job(), workload=workload(WAITING))) == (
+        "Pending", "WaitingForQuota", WAITING["message"],
+    )  # fmt: skip
+    gone = false("QuotaReserved", "Inadmissible", "LocalQueue gpu doesn't exist")
+    assert says(Observed(queued_job(), workload=workload(gone))) == (
+        "Pending", "Inadmissible", "Kueue cannot admit the Job: LocalQueue gpu doesn't exist",
+    )  # fmt: skip
+    admitted = workload(
+        condition("QuotaReserved", "QuotaReserved"), admission={"clusterQueue": "gpus"}
+    )
+    assert says(Observed(queued_job(), workload=admitted)) == (
+        "Pending", "Admitted", "admitted by Kueue (gpus); starting",
+    )  # fmt: skip
+    phase, reason, message = says(Observed(queued_job(), kueue_absent=True))
+    assert (phase, reason) == ("Pending", "KueueNotInstalled")
+    assert "install Kueue" in message
+    assert "separator.kueue.queueName" in message
+
+
+def test_a_preempted_separation_waits_as_a_new_attempt() -> None:
+    evicted = condition("Evicted", "Preempted", "Preempted to accommodate a workload (UID: x)")
+    stats = {"evictions": [{"reason": "Preempted", "underlyingCause": "", "count": 1}]}
+    preempted = workload(evicted, WAITING, schedulingStats=stats)
+    status = desired_status(
+        cr({"phase": "Running", "startTime": "2026-11-24T11:59:00Z"}, queueName="gpu"),
+        Observed(queued_job(), workload=preempted),
+        NOW,
+    )
+    assert (status["phase"], status["reason"]) == ("Pending", "Preempted")
+    assert status["message"].startswith(
+        "Kueue stopped the separation (Preempted to accommodate a workload (UID: x)); it runs "
+        "again, as a new attempt, once readmitted: couldn't assign flavors"
+    )
+    assert status["attempts"] == 1  # the run Kueue ended; its pod is gone uncounted
+    # Readmitted: the Job runs its next pod, the second attempt.
+    running = job(active=1)
+    running["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
+    readmitted = workload(condition("QuotaReserved"), condition("Admitted"), schedulingStats=stats)
+    again = desired_status(
+        cr({"phase": "Pending"}, queueName="gpu"),
+        Observed(running, [pod("Running", state={"running": {}})], workload=readmitted),
+        NOW,
+    )
+    assert (again["phase"], again["attempts"]) == ("Running", 2)
+    assert again["message"] == "separating (attempt 2)"
+
+
+def test_a_job_that_cannot_create_its_pod_says_why() -> None:
+    said = (
+        'Error creating: pods "job-1-x7k2q" is forbidden: no PriorityClass with name '
+        "batch-low was found"
+    )
+    status = desired_status(cr(), Observed(job(), pod_creation_failure=said), NOW)
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
+    assert status["message"] == f"the Job cannot create its pod: {said}"
+    # Once it has a pod, the pod says how it goes.
+    running = Observed(job(active=1), [pod("Running", state={"running": {}})])
+    assert desired_status(cr(), running, NOW)["reason"] == "Running"
+
+
 def test_finished_status_never_changes() -> None:
     final = {"phase": "Completed", "progress": 100}
     assert desired_status(cr(final), Observed(job(condition("Failed"))), NOW) == {}

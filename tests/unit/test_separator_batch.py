@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stemkube_contract.batch import MAX_OUTCOME_MESSAGE, item_args
+from stemkube_contract.batch import MAX_OUTCOME_MESSAGE, item_args, skip_reason
 from stemkube_contract.exitcodes import CRASH, INVALID_INPUT, MODEL_NOT_FOUND, OK, TRANSIENT, USAGE
 from stemkube_separator import batch, exitcodes, logs, options, progress, stages
 from stemkube_separator.batch import Fate, MemberEnd
@@ -113,7 +113,7 @@ def test_the_batch_parser_documents_item_and_hides_the_single_run_flags() -> Non
     ],
 )
 def test_members_skipped(cr: dict[str, Any] | None, reason: str) -> None:
-    said = batch.skip_reason(cr)
+    said = skip_reason(cr)
     assert said is not None
     assert reason in said
 
@@ -129,7 +129,7 @@ def test_members_skipped(cr: dict[str, Any] | None, reason: str) -> None:
     ],
 )
 def test_members_that_run(cr: dict[str, Any]) -> None:
-    assert batch.skip_reason(cr) is None
+    assert skip_reason(cr) is None
 
 
 def test_which_endings_get_an_outcome() -> None:

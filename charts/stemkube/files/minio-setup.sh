@@ -2,7 +2,7 @@
 # bucket, and one user per component with the least rights it needs. Idempotent.
 # Environment: MINIO_URL, BUCKET, SETUP_DIR (the policies, <component>.json), the root
 # credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and each component's
-# (API_ACCESS_KEY, API_SECRET_KEY, OPERATOR_..., SEPARATOR_...).
+# (API_ACCESS_KEY, API_SECRET_KEY, OPERATOR_ACCESS_KEY, OPERATOR_SECRET_KEY).
 set -eu
 mc alias set stemkube "$MINIO_URL" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
 mc mb --ignore-existing "stemkube/$BUCKET"
@@ -16,4 +16,3 @@ user() {  # component, access key, secret key
 }
 user api "$API_ACCESS_KEY" "$API_SECRET_KEY"
 user operator "$OPERATOR_ACCESS_KEY" "$OPERATOR_SECRET_KEY"
-user separator "$SEPARATOR_ACCESS_KEY" "$SEPARATOR_SECRET_KEY"

@@ -30,8 +30,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.webhooks.secretName | default (printf "%s-webhooks" (include "stemkube.fullname" .)) -}}
 {{- end -}}
 
-{{/* The storage credentials' Secret of one component (dict "root" . "component" "api",
-"operator" or "separator"): with the bundled MinIO a user of its own with the least rights
+{{/* The components that hold storage credentials, each its own: the API and the operator. The
+separator pods hold none (presigned URLs through the operator's job link). */}}
+{{- define "stemkube.storageComponents" -}}api operator{{- end -}}
+
+{{/* The storage credentials' Secret of one component (dict "root" . "component" "api" or
+"operator"): with the bundled MinIO a user of its own with the least rights
 (files/s3-policies/<component>.json); else storage.external.<component>Secret, or the shared
 existingSecret. No component reads another's, and none but MinIO and its hook MinIO's root. */}}
 {{- define "stemkube.storageSecret" -}}

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from stemkube_contract.resource import TERMINAL
+
 # The operator's setting (the chart's separator.batch.maxPerJob): 1 turns batching off.
 MAX_PER_JOB_ENV: Final = "STEMKUBE_BATCH_MAX_PER_JOB"
 DEFAULT_MAX_PER_JOB: Final = 1
@@ -154,3 +156,24 @@ def parse_serve_reply(line: str) -> int | None:
         return None
     code = data.get("exitCode") if isinstance(data, dict) else None
     return code if isinstance(code, int) else None
+
+
+def skip_reason(cr: Mapping[str, Any] | None, uid: str | None = None) -> str | None:
+    """Why a batch member is not to run, given its SeparationJob as the API server has it now
+    (None: not found; ``uid``: the one the Job was made for, when known); None if it is to run.
+    The separator's own check and the operator's job link answer by this one rule."""
+    if cr is None:
+        return "its SeparationJob is gone"
+    metadata = cr.get("metadata") or {}
+    if uid is not None and metadata.get("uid") != uid:
+        return "its SeparationJob is gone (another of the same name exists)"
+    if metadata.get("deletionTimestamp"):
+        return "its SeparationJob is being deleted"
+    status = cr.get("status") or {}
+    outcome = outcome_of(status)
+    if outcome is not None:
+        return f"it has already ended (outcome: exit code {outcome.exit_code})"
+    phase = status.get("phase")
+    if phase in TERMINAL:
+        return f"it has already ended (phase {phase})"
+    return None

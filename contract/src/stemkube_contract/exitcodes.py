@@ -31,6 +31,11 @@ SOURCE_FORBIDDEN: Final = 8
 # - a timeout (connect, read, the overall deadline), an HTTP 5xx or 429, a temporary DNS
 #   failure, a connection reset: another try may succeed. Retried like TRANSIENT.
 SOURCE_UNAVAILABLE: Final = 76
+# SIGTERM (128 + 15): the pod was deleted while it ran: Kueue preempting the separation (it
+# suspends the Job), a drain, a person. Never the separation's fault: the Job does not count
+# it against its retries, and the separation runs again where its Job goes on.
+TERMINATED: Final = 143
+TERMINATED_MESSAGE: Final = "terminated (SIGTERM) before the separation finished"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ IDEMPOTENCY_REQUEST_ANNOTATION = "stemkube.io/idempotency-request"
 # "request-batch".
 BATCH_LABEL = "stemkube.io/request-batch"
 CONTAINER = "separator"
+# SETTLED on a SeparationJob the operator has nothing left to do for but let it go (finished,
+# its webhook delivered or given up). The operator's watch leaves such ones out by this label,
+# so neither its memory nor its start-up grows with the history it keeps (issue #18).
+SETTLED_LABEL = "stemkube.io/settled"
+SETTLED = "true"
 
 MAX_LABEL_VALUE = 63
 
@@ -54,6 +59,17 @@ MAX_LABEL_VALUE = 63
 PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
 PHASES = (PENDING, RUNNING, COMPLETED, FAILED)
 TERMINAL = (COMPLETED, FAILED)
+# .status.message (and a true condition's): at most this many characters, so a status stays
+# small in etcd whatever a failure said (a termination message is up to 4096 bytes).
+MAX_STATUS_MESSAGE = 2048
+
+
+def bounded_message(message: str) -> str:
+    """A status message within ``MAX_STATUS_MESSAGE``: its end is cut, marked with "..."."""
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    return message[: MAX_STATUS_MESSAGE - 3] + "..."
+
 
 # The REST API's words (the original service's) for the phases.
 STATUS_PENDING, STATUS_PROCESSING = "pending", "processing"

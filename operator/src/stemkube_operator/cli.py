@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -11,26 +12,32 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import kopf
 from kubernetes import client, config
 
 from stemkube_operator import (
     expiry,
-    handlers,  # noqa: F401 - registers the Kopf handlers
+    handlers,  # also registers the Kopf handlers
     metrics,
+    resync,
+    settled,
 )
-from stemkube_operator.config import ConfigError, load_config
+from stemkube_operator.config import ConfigError, load_config, resolve_link_url
 from stemkube_operator.health import serve
-from stemkube_operator.kube import Kube, TimedApiClient
+from stemkube_operator.kube import Kube, LinkKube, TimedApiClient
 from stemkube_operator.leader import LeaderElector
-from stemkube_operator.reconcile import Runtime
+from stemkube_operator.link import Link, serve_link
+from stemkube_operator.reconcile import Runtime, remove_objects
 from stemkube_operator.storage import Storage
 
 log = logging.getLogger("stemkube_operator")
 POLL_SECONDS = 0.2
 # How long Kopf may take to stop on its own before what is left of it is cancelled.
 KOPF_STOP_SECONDS = 1.0
+# Kopf's requests to the API server at once, beside its watch streams (``kube_connections``).
+REQUEST_CONNECTIONS = 16
 # How long the exit waits for handlers still in a call (see _exit_when_idle).
 WORKERS_EXIT_SECONDS = 3.0
 
@@ -53,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         help="port of /healthz, /readyz and /metrics (default 8080)",
     )
     parser.add_argument(
+        "--link-port",
+        type=int,
+        default=None,
+        help="port of the job link, the separator pods' server "
+        "(default STEMKUBE_LINK_PORT, else 8082)",
+    )
+    parser.add_argument(
         "--leader-election",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -66,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("--verbose", action="store_true")
     return parser
+
+
+def _service_reader(api: client.ApiClient) -> Callable[[str, str], dict[str, Any] | None]:
+    def read(namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = client.CoreV1Api(api).read_namespaced_service(
+                name, namespace, _preload_content=False
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ConfigError(
+                f"cannot read the link Service {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from None
+        service: dict[str, Any] = json.loads(response.data)
+        return service
+
+    return read
 
 
 def _api_client() -> client.ApiClient:
@@ -144,7 +176,11 @@ class _Supervisor:
                 settings=settings,
                 stop_flag=kopf_stop,
                 ready_flag=self.ready,
-                memo=kopf.Memo(runtime=runtime, acting=self.acting),
+                memo=kopf.Memo(
+                    runtime=runtime,
+                    acting=self.acting,
+                    connections=kube_connections(self.namespaces),
+                ),
             )
             # Kopf has just taken SIGTERM and SIGINT for a flag of its own, which would stop
             # this term but not the process: take them back (no await between: none is lost).
@@ -170,6 +206,13 @@ class _Supervisor:
             settings.execution.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def kube_connections(namespaces: tuple[str, ...]) -> int:
+    """Kopf's connections to the API server at most: a watch stream each for SeparationJobs,
+    Jobs and pods per namespace watched (one set cluster-wide) and for its discovery, plus
+    REQUEST_CONNECTIONS for everything else."""
+    return REQUEST_CONNECTIONS + 4 * max(1, len(namespaces))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kopf.configure(
@@ -183,6 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     namespaces = tuple(args.namespace or settings.namespaces)
     api = _api_client()
+    try:
+        settings = resolve_link_url(settings, _service_reader(api))
+    except ConfigError as exc:
+        print(f"stemkube-operator: {exc}", file=sys.stderr)
+        return 2
     elector = (
         LeaderElector(api, args.lease_namespace, args.lease_name, args.identity)
         if args.leader_election
@@ -190,10 +238,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     supervisor = _Supervisor(namespaces, elector)
     acting = supervisor.acting
-    runtime = Runtime(settings, Kube(api, acting), Storage.from_env())
+    storage = Storage.from_env()
+    runtime = Runtime(settings, Kube(api, acting), storage)
     metrics.LEADING.set_function(lambda: 1.0 if acting() else 0.0)
     serve(args.port, lambda: supervisor.ready.is_set() and acting())
+    # Every replica serves the link, standby too: the pods' calls need no leadership.
+    link_port = settings.link_port if args.link_port is None else args.link_port
+    serve_link(link_port, "0.0.0.0", Link(LinkKube(api), storage, settings.service_account))
+    log.info("the job link listens on port %d; pods reach it at %s", link_port, settings.link_url)
     expiry.start(runtime, namespaces, supervisor.halt, acting)
+    settled.start(
+        runtime.kube, namespaces, lambda cr: remove_objects(runtime, cr), supervisor.halt, acting
+    )
+    loop = resync.Resync(
+        lambda: runtime.view(),
+        lambda namespace, name: handlers.sync(runtime, acting, namespace, name),
+        lambda namespace, name: handlers.deliver(runtime, acting, namespace, name),
+    )
+    resync.start(loop, supervisor.halt, acting)
     if elector is not None:
         elector.start()
     try:

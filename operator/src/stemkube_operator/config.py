@@ -2,11 +2,12 @@
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stemkube_contract import podpolicy, webhooks
+from stemkube_contract import joblink, kueue, podpolicy, webhooks
 from stemkube_contract.addresses import AddressPolicy
 from stemkube_contract.batch import DEFAULT_MAX_PER_JOB, MAX_PER_JOB_ENV, parse_max_per_job
 from stemkube_contract.limits import max_file_size_from_env
@@ -45,8 +46,11 @@ class OperatorConfig:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     runtime_class: str | None = None
     priority_class: str | None = None
-    # Storage: the Secret the separator pods read their S3 credentials from.
-    storage_secret: str = "stemkube-storage"
+    # Kueue: the LocalQueue and WorkloadPriorityClass of a SeparationJob that names none.
+    kueue_queue: str | None = None
+    kueue_priority_class: str | None = None
+    # The operator's own storage endpoint (AWS_*). Separator pods get neither it nor any
+    # credential: they reach storage through presigned URLs of the job link.
     s3_endpoint: str | None = None
     s3_region: str | None = None
     # A PersistentVolumeClaim of model weights, mounted read-only at /models.
@@ -64,6 +68,10 @@ class OperatorConfig:
     backoff_limit: int = 3
     active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 86400
+    # A finished Job (and its pods) is deleted as soon as its SeparationJobs have recorded their
+    # outcome ("none" kept): the SeparationJob is the record. "failed" keeps a failed one until
+    # its TTL (its pods' logs, for debugging); "all" keeps every one until then.
+    keep_finished_jobs: str = "none"
     max_running: int = 0  # 0: no limit
     # Up to this many waiting SeparationJobs of one batch key share a Job (1: never).
     batch_max_per_job: int = DEFAULT_MAX_PER_JOB
@@ -86,6 +94,18 @@ class OperatorConfig:
     # Which objects each namespace's SeparationJobs may name (STEMKUBE_STORAGE_SCOPES, the
     # chart's storageScopes): the admission check's and the cleanup's bound.
     scopes: Scopes = field(default_factory=lambda: default_scopes(DEFAULT_BUCKET))
+    # The job link (``link``): the port this process serves it on, and its base URL as the
+    # separator pods reach it (``joblink.URL_ENV`` in their environment). The URL is either
+    # given (joblink.URL_ENV) or found at start-up from a Service (``link_service``,
+    # STEMKUBE_LINK_SERVICE; ``resolve_link_url``); "" until then.
+    link_port: int = joblink.DEFAULT_PORT
+    link_url: str = ""
+    link_service: tuple[str, str] | None = None  # (namespace, name)
+
+
+LINK_PORT_ENV = "STEMKUBE_LINK_PORT"
+LINK_SERVICE_ENV = "STEMKUBE_LINK_SERVICE"
+LINK_PORT_NAME = "link"  # the Service port the link URL prefers
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -99,6 +119,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+KEEP_FINISHED_JOBS = ("none", "failed", "all")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _json(env: Mapping[str, str], name: str, kind: type) -> Any:
@@ -193,6 +225,9 @@ def _pod_policy(env: Mapping[str, str], deadline: int, ttl: int) -> PodPolicy:
         default_priority_class=env.get("STEMKUBE_PRIORITY_CLASS") or None,
         allowed_labels=_allow_list(env, podpolicy.ALLOWED_POD_LABELS_ENV),
         allowed_annotations=_allow_list(env, podpolicy.ALLOWED_POD_ANNOTATIONS_ENV),
+        allowed_workload_priority_classes=_list(env, kueue.ALLOWED_PRIORITY_CLASSES_ENV),
+        default_workload_priority_class=env.get(kueue.PRIORITY_CLASS_ENV) or None,
+        default_queue=env.get(kueue.QUEUE_ENV) or None,
         max_active_deadline_seconds=_int(
             env,
             podpolicy.MAX_ACTIVE_DEADLINE_SECONDS_ENV,
@@ -224,6 +259,63 @@ def _pod_policy(env: Mapping[str, str], deadline: int, ttl: int) -> PodPolicy:
     return policy
 
 
+def _link_url(env: Mapping[str, str]) -> str:
+    url = env.get(joblink.URL_ENV) or ""
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{joblink.URL_ENV} must be an http(s) URL, not {url!r}")
+    return url.rstrip("/")
+
+
+def _link_service(env: Mapping[str, str]) -> tuple[str, str] | None:
+    raw = (env.get(LINK_SERVICE_ENV) or "").strip()
+    if not raw:
+        return None
+    namespace, _, name = raw.rpartition("/")
+    if not name or "/" in namespace:
+        raise ConfigError(f"{LINK_SERVICE_ENV} must be NAME or NAMESPACE/NAME, not {raw!r}")
+    return (namespace or env.get("POD_NAMESPACE") or "default", name)
+
+
+def service_url(service: Mapping[str, Any]) -> str:
+    """The link's base URL from its Service (a dict as the API gives it): its cluster IP and
+    the port named ``link`` (else the first). An IP, not the Service's DNS name: a pod's DNS
+    policy may not resolve cluster names, and the address never changes while it exists."""
+    meta = service.get("metadata") or {}
+    shown = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    spec = service.get("spec") or {}
+    ip = spec.get("clusterIP")
+    ports = spec.get("ports") or []
+    if not ip or ip == "None":
+        raise ConfigError(f"the link Service {shown} has no cluster IP (headless?)")
+    if not ports:
+        raise ConfigError(f"the link Service {shown} has no port")
+    port = next((p for p in ports if p.get("name") == LINK_PORT_NAME), ports[0])["port"]
+    host = f"[{ip}]" if ":" in ip else ip  # IPv6
+    return f"http://{host}:{port}"
+
+
+def resolve_link_url(
+    config: OperatorConfig, read_service: Callable[[str, str], Mapping[str, Any] | None]
+) -> OperatorConfig:
+    """The configuration with its link URL: the given one, else its Service's
+    (``read_service(namespace, name)``, None when there is none). ConfigError when neither is
+    set: without the link no separator could read its input or report anything."""
+    if config.link_url:
+        return config
+    if config.link_service is None:
+        raise ConfigError(
+            f"the job link's address is not set: set {joblink.URL_ENV} (a URL) or "
+            f"{LINK_SERVICE_ENV} (the operator's link Service, NAME or NAMESPACE/NAME)"
+        )
+    namespace, name = config.link_service
+    service = read_service(namespace, name)
+    if service is None:
+        raise ConfigError(f"{LINK_SERVICE_ENV}: there is no Service {namespace}/{name}")
+    return replace(config, link_url=service_url(service))
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     env = os.environ if env is None else env
     defaults = OperatorConfig()
@@ -249,7 +341,8 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         tolerations=tuple(tolerations),
         runtime_class=env.get("STEMKUBE_RUNTIME_CLASS") or None,
         priority_class=env.get("STEMKUBE_PRIORITY_CLASS") or None,
-        storage_secret=env.get("STEMKUBE_STORAGE_SECRET", defaults.storage_secret),
+        kueue_queue=env.get(kueue.QUEUE_ENV) or None,
+        kueue_priority_class=env.get(kueue.PRIORITY_CLASS_ENV) or None,
         s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
         s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         model_cache_claim=env.get("STEMKUBE_MODEL_CACHE_CLAIM") or None,
@@ -262,6 +355,9 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         backoff_limit=_int(env, "STEMKUBE_BACKOFF_LIMIT", defaults.backoff_limit),
         active_deadline_seconds=deadline,
         ttl_seconds_after_finished=ttl,
+        keep_finished_jobs=_choice(
+            env, "STEMKUBE_KEEP_FINISHED_JOBS", KEEP_FINISHED_JOBS, defaults.keep_finished_jobs
+        ),
         max_running=_int(env, "STEMKUBE_MAX_RUNNING", defaults.max_running),
         batch_max_per_job=_batch_max(env),
         namespaces=_list(env, "STEMKUBE_NAMESPACES"),
@@ -273,4 +369,7 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         webhook_backoff=_webhook_backoff(env),
         public_url=env.get("STEMKUBE_PUBLIC_URL") or None,
         pod_policy=_pod_policy(env, deadline, ttl),
+        link_port=_int(env, LINK_PORT_ENV, defaults.link_port, minimum=1),
+        link_url=_link_url(env),
+        link_service=_link_service(env),
     )

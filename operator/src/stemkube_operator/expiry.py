@@ -12,7 +12,9 @@ from typing import Any
 
 from kubernetes import client
 
-from stemkube_operator.reconcile import Runtime, expire
+from stemkube_contract.timefmt import parse_time
+from stemkube_operator import settled
+from stemkube_operator.reconcile import Runtime, expire, remove_objects
 from stemkube_operator.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -41,18 +43,29 @@ def _separation_jobs(
 
 
 def sweep(rt: Runtime, namespaces: tuple[str, ...]) -> int:
+    """Deletes what is past its TTL, and recounts the phases gauge from the same listing."""
     now = datetime.datetime.now(datetime.UTC)
     deleted = 0
+    seen: list[tuple[str, str, datetime.datetime | None]] = []
     for cr in _separation_jobs(rt.kube.api, namespaces):
+        meta = cr["metadata"]
+        if settled.labelled(cr) and meta.get("deletionTimestamp"):
+            # What the settled watch missed (it failed, or was between watches).
+            settled.tend(rt.kube, cr, lambda cr: remove_objects(rt, cr))
+            continue
         if expire(rt, cr, now):
             deleted += 1
-            meta = cr["metadata"]
             log.info(
                 "deleted %s/%s: past its TTL",
                 meta["namespace"],
                 meta["name"],
                 extra={"job": meta["name"]},
             )
+            continue
+        phase = (cr.get("status") or {}).get("phase")
+        if phase and not meta.get("deletionTimestamp"):
+            seen.append((meta["uid"], phase, parse_time(meta.get("creationTimestamp"))))
+    rt.phases.recount(seen)
     return deleted
 
 

@@ -1,44 +1,41 @@
 """The Kopf handlers: every trigger ends in the same level-based sync (reconcile.py).
 
 A SeparationJob is synced when it is created or the operator resumes, when its Job or one of
-its pods changes, and every few seconds while it is unfinished (the safety net for anything
-missed, and how a queued job notices a free slot). Finished ones are left to expiry.py, but
-for a webhook still to deliver (a timer of its own while it has one: webhooks.py).
+its pods changes, and every few seconds while it is unfinished (resync.py: the safety net for
+anything missed, and how a queued job notices a free slot; it also delivers a finished one's
+webhook while it has one, webhooks.py). Finished ones are left to expiry.py.
+
+Nothing here keeps a finished SeparationJob in memory: the index holds only those that still
+need work (``needs_work``), as little of each as the queue reads, and there is no Kopf timer
+(Kopf keeps the last body of every object of a resource with timers: issue #18's memory that
+grew with the history).
 """
 
 import logging
-import os
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
+import aiohttp
 import kopf
 
-from stemkube_contract import webhooks as contract_webhooks
 from stemkube_contract.batch import MEMBERS_ANNOTATION, decode_members
 from stemkube_contract.timefmt import parse_time
-from stemkube_operator import webhooks
+from stemkube_operator import settled, webhooks
 from stemkube_operator.kube import NotLeadingError
-from stemkube_operator.reconcile import Runtime, reconcile, remove_objects
-from stemkube_operator.resource import GROUP, NAME_ANNOTATION, PLURAL, UID_LABEL, VERSION
+from stemkube_operator.reconcile import BatchLookup, Runtime, reconcile, remove_objects
+from stemkube_operator.resource import (
+    FINALIZER,
+    GROUP,
+    NAME_ANNOTATION,
+    PLURAL,
+    UID_LABEL,
+    UNSETTLED_SELECTOR,
+    VERSION,
+)
+from stemkube_operator.resync import RESYNC_SECONDS
 from stemkube_operator.status import TERMINAL
 
 log = logging.getLogger(__name__)
-
-FINALIZER = "stemkube.io/cleanup"
-RESYNC_SECONDS = 5.0
-
-
-def _webhook_tick() -> float:
-    """How often a finished SeparationJob with a webhook to deliver looks whether an attempt
-    is due (the first retry's delay, at most RESYNC_SECONDS); a bad value is the
-    configuration's to refuse."""
-    try:
-        return contract_webhooks.Backoff.from_env(os.environ).tick()
-    except ValueError:
-        return RESYNC_SECONDS
-
-
-WEBHOOK_TICK = _webhook_tick()
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -59,16 +56,14 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # every handler run, a resync timer's included (every few seconds per job).
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    # Settled SeparationJobs (finished, nothing left to deliver) are settled.py's: Kopf would
+    # keep memory for each and list them all at every start.
+    settings.watching.label_selectors[GROUP, PLURAL] = UNSETTLED_SELECTOR
 
 
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo.runtime
     return runtime
-
-
-def _post(cr: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    # Kopf posts events for any object with metadata, not only the Body it hands out.
-    kopf.event(cast(kopf.Body, cr), type=kind, reason=reason, message=message)
 
 
 def _everyone(index: Any) -> Iterable[dict[str, Any]]:
@@ -80,25 +75,73 @@ def _unfinished(status: Any, **_: Any) -> bool:
     return (status or {}).get("phase") not in TERMINAL
 
 
-def _webhook_pending(spec: Any, status: Any, **_: Any) -> bool:
-    return webhooks.pending(spec, status)
+def needs_work(spec: Any, status: Any, labels: Any, **_: Any) -> bool:
+    """Unfinished, finished with a webhook to deliver, or settled but not yet labelled so:
+    what the index (and so the queue and the resync loop) holds."""
+    cr = {"metadata": {"labels": labels}, "spec": spec, "status": status}
+    return not (settled.settles(cr) and settled.labelled(cr))
+
+
+@kopf.on.login()
+async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
+    """Kopf's own credentials, in a session whose connection pool is bounded: Kopf's default
+    has no limit, and a burst of SeparationJobs (each event's patches and lookups at once) left
+    hundreds of TLS connections open, about 0.15 MiB of buffers each, that the process never
+    gave back (issue #18: its memory grew with every burst). ``memo.connections`` is the bound:
+    its watches' streams hold one each for good, the rest queue for a free one."""
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    connections: int = memo.connections
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        auth=info.as_aiohttp_basic_auth(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        priority=info.priority,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+    )
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     configure(settings)
+    # Kopf hands its indexes to every handler as keywords named after the index functions;
+    # each term of Kopf's processing has its own, which the resync loop reads from now on.
+    rt = _runtime(memo)
+    index, batches = kwargs["separation_jobs"], kwargs["batch_jobs"]
+    rt.view = lambda: _everyone(index)
+    rt.batch_of = _lookup(batches)
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, when=needs_work)
 def separation_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every SeparationJob's metadata and status, kept current by the watch: the admission
-    queue reads it instead of listing the cluster on every sync."""
-    cr = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
-    phase = cr["status"].get("phase")
+    """The SeparationJobs that need work, kept current by the watch, with what the admission
+    queue and the resync read (not their managed fields or Kopf's annotations): the queue
+    reads it instead of listing the cluster on every sync. One that stops needing work leaves
+    it (Kopf purges what no longer matches)."""
+    meta = body.metadata
+    slim = {
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "creationTimestamp": meta.get("creationTimestamp"),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+        },
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+    phase = body.status.get("phase")
     if phase:
-        created = parse_time(body.metadata.get("creationTimestamp"))
-        _runtime(memo).phases.observe(body.metadata["uid"], phase, created)
-    return {(body.metadata["namespace"], body.metadata["name"]): cr}
+        _runtime(memo).phases.observe(meta["uid"], phase, parse_time(meta.get("creationTimestamp")))
+    return {(meta["namespace"], meta["name"]): slim}
 
 
 @kopf.index("batch", "v1", "jobs", annotations={MEMBERS_ANNOTATION: kopf.PRESENT})
@@ -109,9 +152,7 @@ def batch_jobs(body: kopf.Body, **_: Any) -> dict[str, str]:
     return {member.uid: body.metadata["name"] for member in members}
 
 
-def _batch_lookup(kwargs: dict[str, Any]) -> Callable[[str], str | None]:
-    index = kwargs["batch_jobs"]
-
+def _lookup(index: Any) -> BatchLookup:
     def batch_of(uid: str) -> str | None:
         return next(iter(list(index.get(uid, []))), None)
 
@@ -121,27 +162,37 @@ def _batch_lookup(kwargs: dict[str, Any]) -> Callable[[str], str | None]:
 def _acting(memo: Any) -> bool:
     """Whether this replica still leads. Kopf stops within seconds of a lost Lease, but a
     handler already queued would still run: it does nothing instead (the next leader's resume
-    handlers and resync timers cover what it leaves)."""
+    handlers and resync loop cover what it leaves)."""
     acting: Callable[[], bool] = memo.acting
     return acting()
 
 
-def _sync(memo: Any, namespace: str | None, name: str | None, kwargs: dict[str, Any]) -> None:
-    # Kopf hands an index to every handler as a keyword named after the index function.
-    index = kwargs["separation_jobs"]
-    if not (namespace and name and _acting(memo)):
+def sync(rt: Runtime, acting: Callable[[], bool], namespace: str, name: str) -> None:
+    """One SeparationJob's reconcile while this replica leads: every trigger's, the resync
+    loop's too."""
+    if not acting():
         return
     try:
-        reconcile(
-            _runtime(memo),
-            namespace,
-            name,
-            lambda: _everyone(index),
-            _post,
-            _batch_lookup(kwargs),
-        )
+        reconcile(rt, namespace, name, rt.view, rt.kube.post_event, rt.batch_of)
     except NotLeadingError:
         log.info("%s/%s: left to the replica that leads", namespace, name)
+
+
+def deliver(rt: Runtime, acting: Callable[[], bool], namespace: str, name: str) -> None:
+    """A finished SeparationJob's webhook: an attempt when one is due (``webhooks``; the
+    SeparationJob is read afresh first)."""
+    if not acting():
+        return
+    try:
+        webhooks.attempt(rt, namespace, name)
+    except NotLeadingError:
+        log.info("%s/%s: webhook left to the replica that leads", namespace, name)
+
+
+def _sync(memo: Any, namespace: str | None, name: str | None) -> None:
+    acting: Callable[[], bool] = memo.acting
+    if namespace and name:
+        sync(_runtime(memo), acting, namespace, name)
 
 
 def _names(body: kopf.Body) -> list[str]:
@@ -153,36 +204,20 @@ def _names(body: kopf.Body) -> list[str]:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
 @kopf.on.create(GROUP, VERSION, PLURAL, when=_unfinished)
-def on_separation_job(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    _sync(memo, namespace, name, kwargs)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, when=_unfinished)
-def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    _sync(memo, namespace, name, kwargs)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=WEBHOOK_TICK, when=_webhook_pending)
-def webhook(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A finished SeparationJob's webhook, while it has one to deliver: an attempt when one is
-    due (``webhooks``; the SeparationJob is read afresh first)."""
-    if namespace and _acting(memo):
-        try:
-            webhooks.attempt(_runtime(memo), namespace, name)
-        except NotLeadingError:
-            log.info("%s/%s: webhook left to the replica that leads", namespace, name)
+def on_separation_job(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _sync(memo, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})
-def on_job(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+def on_job(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     for name in _names(body):
-        _sync(memo, namespace, name, kwargs)
+        _sync(memo, namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
-def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     for name in _names(body):
-        _sync(memo, namespace, name, kwargs)
+        _sync(memo, namespace, name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=10, backoff=3)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from stemkube_contract import batch, exitcodes, limits, urls
+from stemkube_contract import batch, exitcodes, joblink, kueue, limits, urls
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import SIX_STEMS
 from stemkube_operator.config import OperatorConfig
@@ -17,9 +17,9 @@ from stemkube_operator.resource import (
     job_name,
 )
 
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RUN_AS = 10001  # the separator image's non-root user
 MODEL_MOUNT = "/models"  # where the model weights cache volume is mounted
+LINK_TOKEN_VOLUME = "link-token"
 
 
 def _shared_args(spec: dict[str, Any], config: OperatorConfig) -> list[str]:
@@ -87,26 +87,18 @@ def batch_args(members: list[dict[str, Any]], config: OperatorConfig) -> list[st
 
 
 def _env(config: OperatorConfig, spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    def secret(name: str, key: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "valueFrom": {"secretKeyRef": {"name": config.storage_secret, "key": key}},
-        }
-
+    # No storage credential and no storage endpoint: the pod reaches its objects only through
+    # the URLs the job link presigns for its own SeparationJobs.
     env: list[dict[str, Any]] = [
-        secret("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        secret("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         # Caches and temporary files go to the writable emptyDir: the root filesystem is read-only.
         {"name": "HOME", "value": "/tmp"},
         # The separator refuses a larger input before downloading it (the API's limit too).
         {"name": limits.MAX_FILE_SIZE_ENV, "value": str(config.max_file_size)},
+        {"name": joblink.URL_ENV, "value": config.link_url},
+        {"name": joblink.TOKEN_ENV, "value": joblink.token_path()},
     ]
-    if config.s3_endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
-    if config.s3_region:
-        env.append({"name": "AWS_REGION", "value": config.s3_region})
     url = source_url(spec or {})
     if url:
         # The address rules of the fetch (the cluster's ranges refused; a test's allow-list).
@@ -159,6 +151,25 @@ def _volumes(
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    # The pod's one credential: a token bound to it, for the job link's audience only (the
+    # API server refuses it), which the kubelet renews in the file before it expires.
+    volumes.append(
+        {
+            "name": LINK_TOKEN_VOLUME,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": joblink.AUDIENCE,
+                            "expirationSeconds": joblink.TOKEN_SECONDS,
+                            "path": joblink.TOKEN_FILE,
+                        }
+                    }
+                ]
+            },
+        }
+    )
+    mounts.append({"name": LINK_TOKEN_VOLUME, "mountPath": joblink.TOKEN_DIR, "readOnly": True})
     if config.model_cache_claim:
         volumes.append(
             {"name": "models", "persistentVolumeClaim": {"claimName": config.model_cache_claim}}
@@ -201,7 +212,10 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy requires it
+        # The account names the pod to the job link (its token's subject); the pod gets no
+        # token of the API server's: it has no Kubernetes permission to use.
         "serviceAccountName": config.service_account,
+        "automountServiceAccountToken": False,
         "containers": [container],
         "volumes": volumes,
         "securityContext": {
@@ -245,6 +259,17 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
                 },
                 # Preemption, node drain, eviction: not the separation's fault.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                # Nor a pod deleted under it, which it leaves with this code: Kueue preempts
+                # by suspending the Job, whose controller deletes the pod with no condition.
+                # Counted, a few preemptions would use up the retries and fail the separation.
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [exitcodes.TERMINATED],
+                    },
+                },
             ]
         },
         "template": {
@@ -255,8 +280,12 @@ def build_job(cr: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
             "spec": pod_spec,
         },
     }
-    if spec.get("queueName"):
-        job_labels[KUEUE_QUEUE_LABEL] = spec["queueName"]
+    queue = spec.get("queueName") or config.kueue_queue
+    if queue:
+        job_labels[kueue.QUEUE_LABEL] = queue
+        priority = spec.get("workloadPriorityClass") or config.kueue_priority_class
+        if priority:
+            job_labels[kueue.PRIORITY_CLASS_LABEL] = priority
         job_spec["suspend"] = True  # Kueue admits it by unsuspending
     return {
         "apiVersion": "batch/v1",

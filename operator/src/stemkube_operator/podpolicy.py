@@ -20,11 +20,23 @@ class PodPolicy:
     allowed_annotations: tuple[str, ...] = ()
     max_active_deadline_seconds: int = contract.DEFAULT_MAX_ACTIVE_DEADLINE_SECONDS
     max_ttl_seconds_after_finished: int = contract.DEFAULT_MAX_TTL_SECONDS_AFTER_FINISHED
+    # Kueue: the WorkloadPriorityClasses a SeparationJob may name, the deployment's own (always
+    # allowed), and its default LocalQueue (a priority applies only to a queued Job).
+    allowed_workload_priority_classes: tuple[str, ...] = ()
+    default_workload_priority_class: str | None = None
+    default_queue: str | None = None
 
     @property
     def priority_classes(self) -> tuple[str, ...]:
         own = (self.default_priority_class,) if self.default_priority_class else ()
         return tuple(dict.fromkeys((*own, *self.allowed_priority_classes)))
+
+    @property
+    def workload_priority_classes(self) -> tuple[str, ...]:
+        own = (
+            (self.default_workload_priority_class,) if self.default_workload_priority_class else ()
+        )
+        return tuple(dict.fromkeys((*own, *self.allowed_workload_priority_classes)))
 
 
 def _words(items: tuple[str, ...]) -> str:
@@ -50,6 +62,29 @@ def _keys_refusal(
     return None
 
 
+def _workload_priority_refusal(
+    spec: Mapping[str, Any], policy: PodPolicy
+) -> tuple[str, str] | None:
+    """A Kueue priority decides whom Kueue preempts: only the deployment's may be named."""
+    priority = spec.get("workloadPriorityClass")
+    if not priority:
+        return None
+    if priority not in policy.workload_priority_classes:
+        allowed = policy.workload_priority_classes
+        words = f"only {_words(allowed)}" if allowed else "none: their Jobs get the deployment's"
+        return FORBIDDEN, (
+            f"spec.workloadPriorityClass {priority!r} is not allowed: SeparationJobs here may "
+            f"name {words} (the chart's separator.kueue.allowedPriorityClasses)"
+        )
+    if not (spec.get("queueName") or policy.default_queue):
+        return INVALID_ARGUMENTS, (
+            "spec.workloadPriorityClass applies only to a Job that Kueue admits: name a Kueue "
+            "LocalQueue in spec.queueName (this deployment has no default queue, the chart's "
+            "separator.kueue.queueName)"
+        )
+    return None
+
+
 def refusal(spec: Mapping[str, Any], policy: PodPolicy) -> tuple[str, str] | None:
     """(reason, message) when ``spec`` asks for more than ``policy`` allows, or for a pod the
     API server would refuse; None when it may run."""
@@ -61,6 +96,9 @@ def refusal(spec: Mapping[str, Any], policy: PodPolicy) -> tuple[str, str] | Non
             f"spec.priorityClassName {priority!r} is not allowed: SeparationJobs here may name "
             f"{words} (the chart's separator.allowedPriorityClasses)"
         )
+    refused = _workload_priority_refusal(spec, policy)
+    if refused:
+        return refused
     labels = spec.get("labels") or {}
     refused = _keys_refusal("labels", labels, policy.allowed_labels, "allowedPodLabels")
     if refused:

@@ -8,15 +8,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import batch, exitcodes, refusals, urls, usage
+from kubernetes.client.rest import ApiException
+
+from stemkube_contract import batch, exitcodes, kueue, refusals, urls, usage
 from stemkube_contract import options as catalogue
+from stemkube_contract.batch import MEMBERS_ANNOTATION
 from stemkube_contract.keys import key_problem
 from stemkube_contract.resource import KEEP_INPUT_ANNOTATION
-from stemkube_operator import ledger, metrics
+from stemkube_operator import ledger, metrics, settled
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.jobspec import build_batch_job, source_url
-from stemkube_operator.kube import JobRefusedError, Kube
+from stemkube_operator.kube import JobRefusedError, Kube, KueueAbsentError
 from stemkube_operator.queue import Entry, companions, queue_position
 from stemkube_operator.resource import UID_LABEL, job_name
 from stemkube_operator.status import (
@@ -40,6 +43,9 @@ WARNING_REASONS = (
     "ErrImagePull",
     "ImagePullBackOff",
     "CreateContainerConfigError",
+    "KueueNotInstalled",
+    "Inadmissible",
+    "FailedCreate",
 )
 
 
@@ -60,6 +66,10 @@ class Runtime:
     # the first may announce the change.
     announced: dict[str, tuple[str, str]] = field(default_factory=dict)
     announcing: threading.Lock = field(default_factory=threading.Lock)
+    # The SeparationJobs that need work (the operator's index, as Kopf's current term has it)
+    # and the batch Job naming a uid: set when Kopf starts (handlers.startup).
+    view: Callable[[], Iterable[dict[str, Any]]] = field(default=lambda: ())
+    batch_of: "BatchLookup" = field(default=lambda uid: None)
 
 
 def first_to_announce(rt: Runtime, uid: str, phase: str, reason: str) -> bool:
@@ -182,6 +192,11 @@ def reconcile(
         return
     old = dict(cr.get("status") or {})
     if old.get("phase") in TERMINAL:
+        # A batch's Job ends after its members recorded their outcomes; an operator may have
+        # stopped between a status and the deletion: the Job's events bring it here.
+        if old.get("jobName"):
+            retire_job(rt, namespace, rt.kube.read_job(namespace, old["jobName"]), old["phase"])
+        settled.settle(rt.kube, cr)
         return
     uid = cr["metadata"]["uid"]
     # Its Job: the one its status names, the one this process just gave it, a batch that
@@ -215,17 +230,29 @@ def reconcile(
     if complete or (outcome is not None and outcome.exit_code == exitcodes.OK):
         output = cr["spec"]["output"]
         result_size = rt.storage.size(output["bucket"], output["key"])
+    workload, kueue_absent = _workload(rt, job) if job and not just_created else (None, False)
+    failure = None
+    if job is not None and not just_created and not pods and _runnable(job):
+        failure = rt.kube.pod_creation_failure(namespace, job["metadata"]["uid"])
     now = datetime.datetime.now(datetime.UTC)
-    observed = Observed(job, pods, queued_ahead, result_size, refused)
+    observed = Observed(
+        job, pods, queued_ahead, result_size, refused, workload, kueue_absent, failure
+    )
     patch = desired_status(cr, observed, now, rt.config.models)
     delta = changed_fields(old, patch)
     if not delta:
         return
-    rt.kube.patch_status(namespace, name, delta)
+    written = rt.kube.patch_status(namespace, name, delta)
     new_phase: str = patch["phase"]
     rt.phases.observe(uid, new_phase, parse_time(cr["metadata"].get("creationTimestamp")))
     if new_phase in TERMINAL:
         rt.admitted.pop(uid, None)
+        retire_job(rt, namespace, job, new_phase)
+        try:
+            settled.settle(rt.kube, written)
+        except (ApiException, OSError) as exc:
+            # The transition's event still goes out; the resync labels it later.
+            log.warning("%s/%s: not labelled settled yet: %s", namespace, name, exc)
     changed = (old.get("phase"), old.get("reason")) != (patch.get("phase"), patch.get("reason"))
     if not changed or not first_to_announce(rt, uid, new_phase, patch["reason"]):
         return
@@ -242,6 +269,33 @@ def reconcile(
     )
 
 
+def job_finished(job: dict[str, Any] | None) -> bool:
+    return job is not None and any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def retire_job(rt: Runtime, namespace: str, job: dict[str, Any] | None, phase: str) -> None:
+    """A finished Job goes once every SeparationJob it ran has recorded its outcome (a batch's
+    last one deletes it): the SeparationJob is the record, and a finished Job and its pods
+    would only fill etcd and the watches until their TTL. A failed one (or any) stays when the
+    deployment keeps them (``keep_finished_jobs``: then their TTL removes them)."""
+    if job is None or not job_finished(job):
+        return
+    keep = rt.config.keep_finished_jobs
+    if keep == "all" or (keep == "failed" and phase == FAILED):
+        return
+    meta = job["metadata"]
+    for member in batch.decode_members((meta.get("annotations") or {}).get(MEMBERS_ANNOTATION)):
+        cr = rt.kube.read_separation_job(namespace, member.name)
+        same = cr is not None and cr["metadata"].get("uid") == member.uid
+        if same and cr is not None and (cr.get("status") or {}).get("phase") not in TERMINAL:
+            return  # it records its outcome first, then deletes the Job
+    rt.kube.delete_job(namespace, meta["name"], meta["uid"])
+    log.info("job %s/%s deleted: its separations recorded their outcome", namespace, meta["name"])
+
+
 def _job_refusal(exc: JobRefusedError, spec: dict[str, Any]) -> tuple[str, str]:
     """A Job the API server will never create fails its SeparationJob (a cluster's own
     admission policy on Jobs, a pod the checks above did not foresee) instead of a creation
@@ -252,6 +306,23 @@ def _job_refusal(exc: JobRefusedError, spec: dict[str, Any]) -> tuple[str, str]:
     if url:  # the server may quote the pod's environment: no query (a signature) in a status
         message = message.replace(url, urls.redact(url))
     return reason, f"the API server refused the separation's Job ({exc.status}): {message}"
+
+
+def _workload(rt: Runtime, job: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """(the Kueue Workload of a Job handed to a Kueue queue, whether Kueue is absent); a
+    finished Job's too: its evictions are attempts the final status counts."""
+    meta = job["metadata"]
+    if kueue.QUEUE_LABEL not in (meta.get("labels") or {}):
+        return None, False
+    try:
+        return rt.kube.find_workload(meta["namespace"], meta["uid"]), False
+    except KueueAbsentError:
+        return None, True
+
+
+def _runnable(job: dict[str, Any]) -> bool:
+    """A Job that should have a pod: neither suspended (for Kueue) nor finished."""
+    return not (job.get("spec") or {}).get("suspend") and not job_finished(job)
 
 
 def _pods_label(job: dict[str, Any]) -> str:
@@ -335,11 +406,16 @@ def remove_objects(rt: Runtime, cr: dict[str, Any]) -> None:
     annotations = cr["metadata"].get("annotations") or {}
     # An input the job was given rather than made (the API's s3 source) is not the job's own.
     kept = annotations.get(KEEP_INPUT_ANNOTATION) == "true"
-    for ref in (None if kept else spec.get("input"), spec.get("output")):
+    output = spec.get("output")
+    for ref in (None if kept else spec.get("input"), output):
         if not (ref and ref.get("bucket") and ref.get("key")):
             continue
         bucket, key = str(ref["bucket"]), str(ref["key"])
         if key_problem(key) is None and scope.allows(bucket, key):
+            if ref is output:
+                # A separator still uploading through the job link: its parts go too (the
+                # link never completes the upload of a SeparationJob that is gone).
+                rt.storage.abort_uploads(bucket, key)
             rt.storage.delete(bucket, key)
         else:
             log.info(

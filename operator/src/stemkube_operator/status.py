@@ -9,10 +9,18 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemkube_contract import batch, exitcodes
+from stemkube_contract import batch, exitcodes, kueue
 from stemkube_contract import options as catalogue
 from stemkube_contract.models import Catalog
-from stemkube_contract.resource import COMPLETED, CONTAINER, FAILED, PENDING, RUNNING, TERMINAL
+from stemkube_contract.resource import (
+    COMPLETED,
+    CONTAINER,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TERMINAL,
+    bounded_message,
+)
 from stemkube_contract.timefmt import human_duration, parse_time, rfc3339
 
 __all__ = ["COMPLETED", "FAILED", "PENDING", "RUNNING", "TERMINAL", "human_duration", "parse_time"]
@@ -31,6 +39,13 @@ class Observed:
     result_size: int | None = None
     # (reason, message) when admission refused the spec: it fails without a Job.
     refused: tuple[str, str] | None = None
+    # The Kueue Workload of a Job handed to a Kueue queue (None: none yet, or no queue), and
+    # whether the cluster serves Workloads at all.
+    workload: dict[str, Any] | None = None
+    kueue_absent: bool = False
+    # Why the Job controller cannot create the Job's pod (its FailedCreate event), while it has
+    # none.
+    pod_creation_failure: str | None = None
 
 
 def output_stems(spec: dict[str, Any], models: Catalog) -> list[str]:
@@ -76,22 +91,28 @@ def _one_line(message: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _attempts(job: dict[str, Any], pods: list[dict[str, Any]]) -> int:
+def _attempts(
+    job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None
+) -> int:
     """Pods the Job ran: its counters, or the pods themselves while the Job controller has yet
-    to count a finished one (it tracks them as uncounted for a moment)."""
+    to count a finished one (it tracks them as uncounted for a moment); plus the runs Kueue
+    ended by evicting the Workload, whose pods the Job controller removes without counting."""
     status = job.get("status") or {}
     counted = sum(int(status.get(k) or 0) for k in ("failed", "succeeded", "active"))
-    return max(counted, len(pods))
+    return max(counted, len(pods)) + kueue.evictions(workload)
 
 
 def failure(
-    job: dict[str, Any], pods: list[dict[str, Any]], spec: dict[str, Any]
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    spec: dict[str, Any],
+    workload: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """(reason, message) for a failed Job: the separator's own words where it left any."""
     job_failed = _condition(job, "Failed") or {}
     job_reason = job_failed.get("reason") or "JobFailed"
     terminated = _last_failure(pods)
-    attempts = _attempts(job, pods)
+    attempts = _attempts(job, pods, workload)
     said = _one_line(terminated.get("message", "")) if terminated else ""
     if job_reason == "DeadlineExceeded":
         limit = (job.get("spec") or {}).get("activeDeadlineSeconds")
@@ -148,7 +169,7 @@ def _batch_member_end(
     if outcome is not None:
         if outcome.exit_code == exitcodes.OK:
             return COMPLETED, "Completed", "stems are ready"
-        attempts = _attempts(job, observed.pods)
+        attempts = _attempts(job, observed.pods, observed.workload)
         failed = exitcodes.failure(outcome.exit_code, outcome.message, attempts)
         return FAILED, failed.reason, failed.message
     if _condition(job, "Complete"):
@@ -184,17 +205,19 @@ def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, 
     if _condition(job, "Complete"):
         return COMPLETED, "Completed", "stems are ready"
     if _condition(job, "Failed"):
-        reason, message = failure(job, observed.pods, cr["spec"])
+        reason, message = failure(job, observed.pods, cr["spec"], observed.workload)
         return FAILED, reason, message
     if (job.get("spec") or {}).get("suspend"):
-        queue = cr["spec"].get("queueName", "")
-        return PENDING, "Queued", f"waiting for Kueue to admit the Job (queue {queue})"
+        return _kueue_wait(job, observed)
     pod = _newest(observed.pods)
+    if pod is None and observed.pod_creation_failure:
+        said = _one_line(observed.pod_creation_failure)
+        return PENDING, "FailedCreate", f"the Job cannot create its pod: {said}"
     if pod is None:
         return PENDING, "Starting", "the Job is creating its pod"
     phase = (pod.get("status") or {}).get("phase")
     if phase == "Running":
-        attempt = _attempts(job, observed.pods)
+        attempt = _attempts(job, observed.pods, observed.workload)
         doing = "separating" if members <= 1 else f"separating in a batch of {members}"
         return RUNNING, "Running", doing if attempt <= 1 else f"{doing} (attempt {attempt})"
     if phase == "Pending":
@@ -207,6 +230,48 @@ def _phase_reason_message(cr: dict[str, Any], observed: Observed) -> tuple[str, 
     # The newest pod failed but the Job has not concluded: the Job controller is about to retry.
     said = _one_line((_terminated(pod) or {}).get("message", ""))
     return RUNNING, "Retrying", f"attempt failed ({said or 'no message'}); retrying"
+
+
+def _kueue_wait(job: dict[str, Any], observed: Observed) -> tuple[str, str, str]:
+    """Why a suspended Job waits, in Kueue's words: its Workload's conditions."""
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(kueue.QUEUE_LABEL, "")
+    if observed.kueue_absent:
+        return (
+            PENDING,
+            "KueueNotInstalled",
+            (
+                f"the Job waits for Kueue to admit it (queue {queue!r}), but this cluster "
+                f"serves no Kueue Workloads: install Kueue, or run without a queue "
+                f"(spec.queueName, the chart's separator.kueue.queueName)"
+            ),
+        )
+    workload = observed.workload
+    if workload is None:
+        return PENDING, "Queued", f"waiting for Kueue to admit the Job (queue {queue!r})"
+    if kueue.holds(workload, kueue.QUOTA_RESERVED):
+        where = kueue.cluster_queue(workload) or "its cluster queue"
+        return PENDING, "Admitted", f"admitted by Kueue ({where}); starting"
+    reserved = kueue.condition(workload, kueue.QUOTA_RESERVED) or {}
+    said = _one_line(reserved.get("message") or "")
+    evicted = kueue.condition(workload, kueue.EVICTED) or {}
+    if evicted.get("status") == "True":
+        reason = "Preempted" if evicted.get("reason") == kueue.PREEMPTED else "Evicted"
+        why = _one_line(evicted.get("message") or "") or reason.lower()
+        return (
+            PENDING,
+            reason,
+            (
+                f"Kueue stopped the separation ({why}); it runs again, as a new attempt, once "
+                f"readmitted" + (f": {said}" if said else "")
+            ),
+        )
+    if reserved.get("reason") == kueue.INADMISSIBLE:
+        return PENDING, "Inadmissible", f"Kueue cannot admit the Job: {said or 'no reason given'}"
+    if not reserved:
+        # Kueue made the Workload but its scheduler has not tried it yet: there is no
+        # shortage to name, so it is still only queued.
+        return PENDING, "Queued", f"queued in Kueue (queue {queue!r}); not yet considered"
+    return PENDING, "WaitingForQuota", said or f"waiting for quota in Kueue (queue {queue!r})"
 
 
 def _conditions(
@@ -256,6 +321,7 @@ def desired_status(
     stamp = rfc3339(now)
     generation = int(cr["metadata"].get("generation") or 1)
     phase, reason, message = _phase_reason_message(cr, observed)
+    message = bounded_message(message)
     job = observed.job
     status: dict[str, Any] = {
         "phase": phase,
@@ -268,7 +334,7 @@ def desired_status(
     }
     if job is not None:
         status["jobName"] = job["metadata"]["name"]
-        status["attempts"] = _attempts(job, observed.pods)
+        status["attempts"] = _attempts(job, observed.pods, observed.workload)
     if phase == PENDING and "progress" not in old:
         status["progress"] = 0
     start = old.get("startTime")

@@ -20,6 +20,11 @@ While one member separates, the next member's song is fetched and decoded in ano
 (one song ahead); on a GPU a member's last encodes, its ZIP and its upload also run while the
 next one separates (``overlap_tail``). Failures that concern every member (the model, the
 options, the storage settings) end the batch at once with their own code, as a single run's.
+
+In link mode (``link.from_env``) the same rules go through the job link instead of the
+Kubernetes API and the AWS variables (``LinkMembers``): the link says whether a member is to
+run, takes its progress and outcome, and presigns its input and output; a deleted member's
+output is never completed there, so nothing is left to remove.
 """
 
 import enum
@@ -32,15 +37,18 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from stemkube_contract.batch import ITEM_FLAG, outcome_of, outcome_patch
+from stemkube_contract.batch import ITEM_FLAG, outcome_patch, skip_reason
 from stemkube_contract.exitcodes import CRASH, FINAL_CODES, OK, TRANSIENT
-from stemkube_contract.resource import GROUP, PLURAL, TERMINAL, VERSION
-from stemkube_separator import decode, inputs, logs, model, pipeline, progress, storage
+from stemkube_contract.joblink import ProgressReport
+from stemkube_contract.resource import GROUP, PLURAL, VERSION
+from stemkube_separator import decode, inputs, link, logs, model, pipeline, progress, storage
 from stemkube_separator.errors import SeparatorError, TransientError, UsageError
+from stemkube_separator.link import Link, pool_manager
+from stemkube_separator.linkstorage import STORE_TIMEOUT, LinkStore, Store
 from stemkube_separator.locations import Location, parse_location
 from stemkube_separator.options import Item, Options, member_options
 from stemkube_separator.stages import (
@@ -63,7 +71,7 @@ log = logging.getLogger(__name__)
 # on a GPU (whose CPUs idle while it separates) and not on a CPU (where torch's threads keep
 # every core busy: see pipeline.separate_to_files); "1" or "0" to choose.
 OVERLAP_ENV = "STEMKUBE_BATCH_OVERLAP"
-API_ATTEMPTS = 4  # reads and outcome writes, on errors other than 404
+API_ATTEMPTS = 4  # reads and outcome writes, on errors other than 404 (or gone)
 BACKOFF = 0.5  # seconds before the second try, doubled for each next one
 API_TIMEOUT = 10  # seconds a request may take
 # A retryable failure's message in the termination log: the members share its 1024 characters.
@@ -71,9 +79,9 @@ MAX_MESSAGE = 1024
 
 T = TypeVar("T")
 
-
-class MemberGoneError(Exception):
-    """The member's SeparationJob was deleted (or is being deleted) while it ran."""
+# The member's SeparationJob deleted (or being deleted) while it ran: the job link's upload
+# raises it too, when the operator refuses to complete a deleted member's output.
+MemberGoneError = link.MemberGoneError
 
 
 class StoppingError(Exception):
@@ -96,23 +104,6 @@ class MemberEnd:
 
 
 # --- the rules, as pure functions ------------------------------------------------------------
-
-
-def skip_reason(cr: Mapping[str, Any] | None) -> str | None:
-    """Why a member is not to run, given its SeparationJob as the API server has it now (None:
-    not found); None if it is to run."""
-    if cr is None:
-        return "its SeparationJob is gone"
-    if (cr.get("metadata") or {}).get("deletionTimestamp"):
-        return "its SeparationJob is being deleted"
-    status = cr.get("status") or {}
-    outcome = outcome_of(status)
-    if outcome is not None:
-        return f"it has already ended (outcome: exit code {outcome.exit_code})"
-    phase = status.get("phase")
-    if phase in TERMINAL:
-        return f"it has already ended (phase {phase})"
-    return None
 
 
 def has_outcome(code: int) -> bool:
@@ -200,22 +191,32 @@ class Jobs:
         )
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> dict[str, Any] | None:
-        delay = BACKOFF
-        for attempt in range(1, API_ATTEMPTS + 1):
-            try:
-                answer = call()
-            except Exception as exc:
-                if progress.not_found(exc):
-                    return None
-                if attempt == API_ATTEMPTS:
-                    raise TransientError(f"{what}: {api_error(exc)}") from exc
-                log.warning("%s failed (try %d of %d): %s", what, attempt, API_ATTEMPTS,
-                            api_error(exc))  # fmt: skip
-                self.sleep(delay)
-                delay *= 2
-            else:
-                return answer if isinstance(answer, dict) else {}
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return retrying(what, lambda: _as_dict(call()), self.sleep)
+
+
+def _as_dict(answer: Any) -> dict[str, Any]:
+    return answer if isinstance(answer, dict) else {}
+
+
+def retrying(what: str, call: Callable[[], T], sleep: Callable[[float], None]) -> T | None:
+    """``call``'s answer, errors tried again with backoff; None when the API server answers
+    404 (the SeparationJob is gone). A usage error is final: asking again asks the same."""
+    delay = BACKOFF
+    for attempt in range(1, API_ATTEMPTS + 1):
+        try:
+            return call()
+        except UsageError:
+            raise
+        except Exception as exc:
+            if progress.not_found(exc):
+                return None
+            reason = str(exc) if isinstance(exc, SeparatorError) else api_error(exc)
+            if attempt == API_ATTEMPTS:
+                raise TransientError(f"{what}: {reason}") from exc
+            log.warning("%s failed (try %d of %d): %s", what, attempt, API_ATTEMPTS, reason)
+            sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def kubernetes_api() -> Any:
@@ -228,12 +229,103 @@ def kubernetes_api() -> Any:
         ) from None
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A member's SeparationJob as its turn finds it."""
+
+    skip: str | None  # why it is not to run; None: it runs
+    uid: str | None = None
+
+
+class Members(Protocol):
+    """Where the members' SeparationJobs and S3 locations are reached."""
+
+    def look(self, item: Item) -> Turn:
+        """Raises ``TransientError`` when it cannot be told."""
+
+    def reporter(self, item: Item, uid: str | None) -> progress.StatusReporter: ...
+
+    def write_outcome(self, item: Item, code: int, message: str, uid: str | None) -> bool:
+        """Whether it was written; False: the SeparationJob is gone. Raises
+        ``TransientError`` when it could not be told."""
+
+    def store(self, item: Item) -> Store: ...
+
+    def remove_result(self, target: Location) -> None:
+        """A stored OUTPUT whose SeparationJob is gone."""
+
+
+class ApiMembers:
+    """Through the Kubernetes API and the AWS variables (the separator's own Role and
+    credentials)."""
+
+    def __init__(self, jobs: Jobs, api: Any, s3_client: storage.ClientFactory) -> None:
+        self.jobs, self.api, self.s3_client = jobs, api, s3_client
+
+    def look(self, item: Item) -> Turn:
+        cr = self.jobs.read(item)
+        return Turn(skip_reason(cr), ((cr or {}).get("metadata") or {}).get("uid"))
+
+    def reporter(self, item: Item, uid: str | None) -> progress.StatusReporter:
+        # With the uid read at its turn: a SeparationJob deleted and created again under the
+        # same name while this member runs is not this member's.
+        return progress.CrReporter(item.namespace, item.name, self.api, uid=uid)
+
+    def write_outcome(self, item: Item, code: int, message: str, uid: str | None) -> bool:
+        written = self.jobs.write_outcome(item, code, message)
+        return written is not None and not progress.deleted(written, uid)
+
+    def store(self, item: Item) -> Store:
+        return self.s3_client
+
+    def remove_result(self, target: Location) -> None:
+        storage.delete_output(target, self.s3_client)
+
+
+class LinkMembers:
+    """The same through the job link (link mode: the pod holds no credentials)."""
+
+    def __init__(self, linked: Link, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.link, self.sleep = linked, sleep
+        self.http = pool_manager(STORE_TIMEOUT)  # the presigned URLs', shared by the members
+
+    def look(self, item: Item) -> Turn:
+        answer = self.link.member(item.name)
+        return Turn(None if answer.run else answer.why or "not to run", answer.uid or None)
+
+    def reporter(self, item: Item, uid: str | None) -> progress.StatusReporter:
+        return progress.LinkReporter(self.link, item.namespace, item.name)
+
+    def write_outcome(self, item: Item, code: int, message: str, uid: str | None) -> bool:
+        report = ProgressReport(item.name, outcome=(code, message))
+        gone = retrying(
+            f"writing the outcome of SeparationJob {item.member}",
+            lambda: self.link.progress(report),
+            self.sleep,
+        )
+        return gone is False
+
+    def store(self, item: Item) -> Store:
+        return LinkStore(self.link, item.namespace, item.name, self.http)
+
+    def remove_result(self, target: Location) -> None:
+        # Nothing to remove: the link completes no gone member's upload, and the operator's
+        # clean-up of a SeparationJob removes its finished output.
+        pass
+
+
 class MemberReporter:
     """A member's progress, to its SeparationJob; each update (the separation's progress
     callback among them) stops the member's work once it is gone, or the batch is stopping."""
 
-    def __init__(self, inner: progress.CrReporter, item: Item, stopping: threading.Event) -> None:
-        self.inner, self.item, self.stopping = inner, item, stopping
+    def __init__(
+        self,
+        inner: progress.StatusReporter,
+        item: Item,
+        stopping: threading.Event,
+        uid: str | None = None,
+    ) -> None:
+        self.inner, self.item, self.stopping, self.uid = inner, item, stopping, uid
 
     @property
     def gone(self) -> bool:
@@ -409,7 +501,8 @@ class MemberRun:
             stage = STORE
             self.reporter.update(pipeline.ENCODED)
             assert self.target is not None
-            pipeline.store(self.files, self.target, self.batch.s3_client, self.reporter.check)
+            store = self.batch.members.store(self.item)
+            pipeline.store(self.files, self.target, store, self.reporter.check)
             self.stored = True
             log.info("wrote %s (%d stems)", self.target, len(self.files))
             passed(STORE)
@@ -473,11 +566,11 @@ class MemberRun:
     def _outcome(self, code: int, message: str) -> MemberEnd:
         member = self.item.member
         try:
-            written = self.batch.jobs.write_outcome(self.item, code, message)
+            written = self.batch.members.write_outcome(self.item, code, message, self.reporter.uid)
         except TransientError as exc:
             log.error("%s", exc, extra={"member": member})
             return MemberEnd(member, Fate.RETRY, exc.exit_code, str(exc))
-        if written is None or progress.deleted(written, self.reporter.inner.uid):
+        if not written:
             log.info("its SeparationJob is gone: no outcome", extra={"member": member})
             if code == OK:
                 self._remove_result()
@@ -487,7 +580,7 @@ class MemberRun:
 
     def _remove_result(self) -> None:
         if self.stored and self.target is not None:
-            storage.delete_output(self.target, self.batch.s3_client)
+            self.batch.members.remove_result(self.target)
 
 
 # --- the batch --------------------------------------------------------------------------------
@@ -507,15 +600,12 @@ class Batch:
         opts: Options,
         env: Mapping[str, str],
         stages: Stages,
-        jobs: Jobs,
-        api: Any,
+        members: Members,
         ready: pipeline.Ready,
-        s3_client: storage.ClientFactory,
         overlap: bool,
     ) -> None:
         self.opts, self.env, self.stages = opts, env, stages
-        self.jobs, self.api, self.ready = jobs, api, ready
-        self.s3_client = s3_client
+        self.members, self.ready = members, ready
         self.overlap = overlap
         self.stopping = threading.Event()
         # One song ahead: the next member's input is fetched and decoded while one separates.
@@ -549,7 +639,7 @@ class Batch:
         with logs.job(item.name):
             if read:
                 try:
-                    reason = skip_reason(self.jobs.read(item))
+                    reason = self.members.look(item).skip
                 except TransientError:
                     reason = None  # its turn reads it again
                 if reason is not None:
@@ -561,7 +651,8 @@ class Batch:
             workdir = Path(tempfile.mkdtemp(prefix="stemkube-"))
             stage = FETCH  # a failure's time goes to the stage it happened in
             try:
-                local = inputs.fetch_input(source, workdir, self.s3_client, self.opts.max_file_size)
+                store = self.members.store(item)
+                local = inputs.fetch_input(source, workdir, store, self.opts.max_file_size)
                 stages.lap(FETCH)
                 prefetch.milestones.passed(FETCH)
                 stage = DECODE
@@ -592,20 +683,20 @@ class Batch:
         with logs.job(item.name):
             self._prefetch_at(index)
             try:
-                cr = self.jobs.read(item)
+                turn = self.members.look(item)
             except TransientError as exc:
                 self._forget(index)
                 laps.lap(SETUP)
                 log.error("%s", exc, extra={"member": item.member})
                 return MemberEnd(item.member, Fate.RETRY, exc.exit_code, str(exc))
-            reason = skip_reason(cr)
-            if reason is not None or cr is None:
+            reason = turn.skip
+            if reason is not None:
                 self._forget(index)
                 log.info("skipping %s: %s", item.member, reason,
                          extra={"member": item.member, "skipped": reason})  # fmt: skip
                 laps.lap(SETUP)
                 return MemberEnd(item.member, Fate.SKIPPED, message=reason or "")
-            reporter = self._reporter(item, (cr.get("metadata") or {}).get("uid"))
+            reporter = self._reporter(item, turn.uid)
             log.info("separating %s into %s", item.input, item.output,
                      extra={"member": item.member, "model": self.opts.model})  # fmt: skip
             laps.lap(SETUP)
@@ -625,10 +716,8 @@ class Batch:
         self.prefetched.pop(index).drop()
 
     def _reporter(self, item: Item, uid: str | None) -> MemberReporter:
-        # With the uid read at its turn: a SeparationJob deleted and created again under the
-        # same name while this member runs is not this member's.
-        inner = progress.CrReporter(item.namespace, item.name, self.api, uid=uid)
-        return MemberReporter(inner, item, self.stopping)
+        inner = self.members.reporter(item, uid)
+        return MemberReporter(inner, item, self.stopping, uid)
 
     def _hand_over(
         self, run: MemberRun, encoders: "pipeline.StemEncoders", laps: Both
@@ -694,10 +783,8 @@ def run(
     """The batch of ``opts.items``: the process's exit code and termination message. What
     concerns every member (the Kubernetes configuration, the storage settings, the model, the
     options) raises, as in a single run. ``api``: a CustomObjectsApi (default: configured as
-    progress writes are)."""
-    api = kubernetes_api() if api is None else api
-    locations = [url for item in opts.items for url in (item.input, item.output)]
-    s3_client = inputs.s3_clients(env, *locations)
+    progress writes are); none is needed in link mode (``link.from_env``)."""
+    members = batch_members(env, opts, api)
     stages.lap(SETUP)
     ready = pipeline.load(opts, env, loaded)
     # Settings each member would otherwise refuse in turn: refused once, for all.
@@ -705,5 +792,14 @@ def run(
     pipeline.mp3_pieces(env, ready.threads, len(ready.stems))
     overlap = overlap_tail(env, ready.device)
     stages.lap(LOAD_MODEL)
-    batch = Batch(opts, env, stages, Jobs(api), api, ready, s3_client, overlap)
+    batch = Batch(opts, env, stages, members, ready, overlap)
     return batch.run()
+
+
+def batch_members(env: Mapping[str, str], opts: Options, api: Any = None) -> Members:
+    linked = link.from_env(env)
+    if linked is not None:
+        return LinkMembers(linked)
+    api = kubernetes_api() if api is None else api
+    locations = [url for item in opts.items for url in (item.input, item.output)]
+    return ApiMembers(Jobs(api), api, inputs.s3_clients(env, *locations))

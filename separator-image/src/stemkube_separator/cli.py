@@ -10,6 +10,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from stemkube_contract.batch import SERVE_FLAG
+from stemkube_contract.exitcodes import TERMINATED, TERMINATED_MESSAGE
 from stemkube_separator import exitcodes, inputs, logs, options, progress
 from stemkube_separator.errors import SeparatorError
 from stemkube_separator.stages import FINISH, IMPORT, SETUP, Stages
@@ -23,8 +24,6 @@ log = logging.getLogger("stemkube_separator")
 
 # Kubernetes caps the termination message at 4096 bytes; one readable line is the aim.
 MAX_MESSAGE = 1024
-TERMINATED = 128 + signal.SIGTERM
-TERMINATED_MESSAGE = "terminated (SIGTERM) before the separation finished"
 
 
 class Terminated(BaseException):
@@ -127,7 +126,7 @@ def _single(
     try:
         with inputs.start_early(opts, env) as early:
             if opts.progress_cr:
-                reporter = progress.cr_reporter(*opts.progress_cr)
+                reporter = progress.cr_reporter(*opts.progress_cr, env=env)
             elif opts.progress_file:
                 reporter = progress.FileReporter(opts.progress_file)
             log.info(

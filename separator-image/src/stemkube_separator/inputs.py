@@ -13,10 +13,11 @@ from types import TracebackType
 
 from minio import Minio
 
-from stemkube_contract import urls
-from stemkube_separator import decode, logs, s3, storage, urlfetch
+from stemkube_contract import joblink, urls
+from stemkube_separator import decode, link, linkstorage, logs, s3, storage, urlfetch
 from stemkube_separator.errors import UsageError
-from stemkube_separator.locations import Location, parse_location
+from stemkube_separator.linkstorage import LinkStore, Store, no_client
+from stemkube_separator.locations import Location, S3Object, parse_location
 from stemkube_separator.options import Options
 from stemkube_separator.urlfetch import FetchSettings, SourceURL
 
@@ -65,13 +66,29 @@ def parse_source(text: str, env: Mapping[str, str]) -> Source:
     return parse_location(text)
 
 
-def fetch_input(
-    source: Source, workdir: Path, s3_client: storage.ClientFactory, max_size: int
-) -> Path:
+def single_store(opts: Options, env: Mapping[str, str]) -> Store:
+    """What reaches a single run's S3 locations: the job link in link mode (asking for the
+    SeparationJob of ``--progress-cr``), else a client from the AWS variables."""
+    linked = link.from_env(env)
+    if linked is None:
+        return s3_clients(env, opts.input, opts.output)
+    if opts.progress_cr is None:
+        raise UsageError(
+            f"{joblink.URL_ENV} is set (link mode): --progress-cr NAMESPACE/NAME must name the "
+            "SeparationJob whose input, output and status the run asks the job link for"
+        )
+    return linkstorage.link_store(linked, *opts.progress_cr)
+
+
+def fetch_input(source: Source, workdir: Path, s3_client: Store, max_size: int) -> Path:
     """INPUT as a local file (an S3 object or a URL's file downloaded into ``workdir``),
     refused when larger than ``max_size`` bytes: the ``fetch`` stage."""
     if isinstance(source, SourceURL):
         return urlfetch.fetch(source, workdir / "input", max_size)
+    if isinstance(s3_client, LinkStore):
+        if isinstance(source, S3Object):
+            return linkstorage.fetch_input(source, workdir, s3_client, max_size)
+        return storage.fetch_input(source, workdir, no_client, max_size)
     return storage.fetch_input(source, workdir, s3_client, max_size)
 
 
@@ -105,7 +122,7 @@ class Early:
     def __init__(
         self,
         source: Source,
-        s3_client: storage.ClientFactory,
+        s3_client: Store,
         max_duration: float,
         max_size: int,
     ) -> None:
@@ -181,5 +198,4 @@ def start_early(opts: Options, env: Mapping[str, str]) -> Early:
     setting or location is a usage error now, before any thread."""
     source = parse_source(opts.input, env)
     parse_location(opts.output)
-    s3_client = s3_clients(env, opts.input, opts.output)
-    return Early(source, s3_client, opts.max_duration, opts.max_file_size)
+    return Early(source, single_store(opts, env), opts.max_duration, opts.max_file_size)

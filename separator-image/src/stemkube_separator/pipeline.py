@@ -24,6 +24,7 @@ from stemkube_separator import (
     allocator,
     archive,
     encode,
+    linkstorage,
     logs,
     model,
     progress,
@@ -31,7 +32,8 @@ from stemkube_separator import (
     storage,
 )
 from stemkube_separator.errors import UsageError
-from stemkube_separator.inputs import Early, s3_clients, start_early
+from stemkube_separator.inputs import Early, start_early
+from stemkube_separator.linkstorage import Store
 from stemkube_separator.locations import Location, parse_location
 from stemkube_separator.options import Format, Options
 from stemkube_separator.stages import (
@@ -292,12 +294,13 @@ def separate_to_files(
 def store(
     files: Mapping[str, Path],
     target: Location,
-    s3_client: storage.ClientFactory,
+    s3_client: Store,
     check: Callable[[], None] | None = None,
 ) -> None:
-    """The ZIP of ``files`` streamed to OUTPUT (the ``store`` stage). ``check``: called before
-    each write; what it raises aborts the upload (a batch member deleted meanwhile)."""
-    with storage.open_output(target, s3_client) as out:
+    """The ZIP of ``files`` streamed to OUTPUT (the ``store`` stage), directly or through the
+    job link (``s3_client``). ``check``: called before each write; what it raises aborts the
+    upload (a batch member deleted meanwhile)."""
+    with linkstorage.open_output(target, s3_client) as out:
         sink = out if check is None else cast(BinaryIO, storage.Checked(out, check))
         archive.write_zip([(path.name, path) for path in files.values()], sink)
 
@@ -332,7 +335,6 @@ def _run(
     early: Early,
 ) -> None:
     target = parse_location(opts.output)
-    s3_client = s3_clients(env, opts.input, opts.output)
     ready = load(opts, env, loaded)
     stages.lap(LOAD_MODEL)
     reporter.update(0)
@@ -359,7 +361,7 @@ def _run(
     del audio
     reporter.update(ENCODED)
 
-    store(files, target, s3_client)
+    store(files, target, early.s3_client)
     stages.lap(STORE)
     log.info(
         "wrote %s (%d stems)",

@@ -1,8 +1,8 @@
-"""Progress 0-100: to the SeparationJob's status (``--progress-cr``) or to the log.
+"""Progress 0-100: to the SeparationJob's status (``--progress-cr``: through the Kubernetes
+API, or the job link in link mode) or to the log.
 
-Writes to the API server happen in a background thread holding only the latest value, so a
-slow or unreachable API server never slows the separation, and a failed write is logged,
-never raised.
+Writes happen in a background thread holding only the latest value, so a slow or unreachable
+API server (or link) never slows the separation, and a failed write is logged, never raised.
 """
 
 import logging
@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from stemkube_contract.joblink import ProgressReport
 from stemkube_contract.progressfile import Progress, format_progress
 from stemkube_contract.resource import GROUP, PLURAL, VERSION
 from stemkube_contract.usage import audio_patch
-from stemkube_separator import logs
+from stemkube_separator import link, logs
+from stemkube_separator.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +125,26 @@ def deleted(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
     return uid is not None and metadata.get("uid") not in (None, uid)
 
 
-class CrReporter:
-    """JSON merge-patch of ``status.progress`` through the status subresource.
+class Sender(Protocol):
+    """Where a ``StatusReporter`` writes: each call writes one value and says whether the
+    SeparationJob is gone, or raises (logged by the reporter, never fatal)."""
 
-    ``gone`` is set once a write finds the SeparationJob deleted (404), being deleted, or
-    replaced by another of the same name (``uid``): a batch stops that member's work."""
+    where: str  # NAMESPACE/NAME, in log lines
 
-    def __init__(
-        self,
-        namespace: str,
-        name: str,
-        api: Any,
-        interval: float = MIN_INTERVAL,
-        uid: str | None = None,
-    ) -> None:
-        self.namespace, self.name = namespace, name
-        self.api = api  # kubernetes.client.CustomObjectsApi
+    def progress(self, percent: int) -> bool: ...
+
+    def audio(self, seconds: float) -> bool: ...
+
+
+class StatusReporter:
+    """Progress (and the song's length) to a SeparationJob's status through ``sender``.
+
+    ``gone`` is set once a write finds the SeparationJob deleted, being deleted, or replaced
+    by another of the same name: a batch stops that member's work."""
+
+    def __init__(self, sender: Sender, interval: float = MIN_INTERVAL) -> None:
+        self.sender = sender
         self.interval = interval
-        self.uid = uid
         self.gone = threading.Event()
         self.cond = threading.Condition()
         self.pending: int | None = None
@@ -190,27 +194,85 @@ class CrReporter:
                     self.cond.wait(left)
 
     def _write(self, percent: int) -> None:
-        if self._patch(status_patch(percent), "progress", {"progress": percent}):
+        if self._send(lambda: self.sender.progress(percent), "progress", {"progress": percent}):
             self.sent = percent
 
     def _write_audio(self, seconds: float) -> None:
-        self._patch(audio_patch(seconds), "the song's length", {"duration": round(seconds, 3)})
+        self._send(
+            lambda: self.sender.audio(seconds), "the song's length", {"duration": round(seconds, 3)}
+        )
 
-    def _patch(self, patch: dict[str, Any], what: str, extra: dict[str, Any]) -> bool:
+    def _send(self, write: Callable[[], bool], what: str, extra: dict[str, Any]) -> bool:
         try:
-            written = self.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, patch, _request_timeout=5
-            )
-            if deleted(written, self.uid):
+            if write():
                 self.gone.set()
             return True
         except Exception as exc:
             if not_found(exc):
                 self.gone.set()
-            log.warning(
-                "could not write %s to %s/%s: %s", what, self.namespace, self.name, exc, extra=extra
-            )
+            log.warning("could not write %s to %s: %s", what, self.sender.where, exc, extra=extra)
             return False
+
+
+class ApiSender:
+    """JSON merge-patches through the status subresource of the Kubernetes API."""
+
+    def __init__(self, namespace: str, name: str, api: Any, uid: str | None = None) -> None:
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.where = f"{namespace}/{name}"
+        self.api = api  # kubernetes.client.CustomObjectsApi
+
+    def progress(self, percent: int) -> bool:
+        return self._patch(status_patch(percent))
+
+    def audio(self, seconds: float) -> bool:
+        return self._patch(audio_patch(seconds))
+
+    def _patch(self, patch: dict[str, Any]) -> bool:
+        written = self.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, self.name, patch, _request_timeout=5
+        )
+        return deleted(written, self.uid)
+
+
+class LinkSender:
+    """``ProgressReport``s to the job link, which merges them into the status."""
+
+    def __init__(self, link: Link, namespace: str, name: str) -> None:
+        self.link, self.name = link, name
+        self.where = f"{namespace}/{name}"
+
+    def progress(self, percent: int) -> bool:
+        return self.link.progress(ProgressReport(self.name, progress=percent))
+
+    def audio(self, seconds: float) -> bool:
+        return self.link.progress(ProgressReport(self.name, audio_seconds=seconds))
+
+
+class CrReporter(StatusReporter):
+    """Through the Kubernetes API; ``uid``: the SeparationJob's, so that another one created
+    under the same name counts as this one gone."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        api: Any,
+        interval: float = MIN_INTERVAL,
+        uid: str | None = None,
+    ) -> None:
+        self.namespace, self.name, self.api, self.uid = namespace, name, api, uid
+        super().__init__(ApiSender(namespace, name, api, uid), interval)
+
+
+class LinkReporter(StatusReporter):
+    """Through the job link (link mode: the pod has no Kubernetes permission)."""
+
+    def __init__(
+        self, link: Link, namespace: str, name: str, interval: float = MIN_INTERVAL
+    ) -> None:
+        self.namespace, self.name = namespace, name
+        super().__init__(LinkSender(link, namespace, name), interval)
 
 
 def custom_objects_api() -> Any:
@@ -226,9 +288,13 @@ def custom_objects_api() -> Any:
     return client.CustomObjectsApi(api_client)
 
 
-def cr_reporter(namespace: str, name: str) -> Reporter:
-    """Progress to a SeparationJob (``custom_objects_api``). A missing configuration degrades
-    to log lines: progress is never fatal."""
+def cr_reporter(namespace: str, name: str, env: Mapping[str, str] = os.environ) -> Reporter:
+    """Progress to a SeparationJob: through the job link in link mode (``link.from_env``),
+    else through the Kubernetes API (``custom_objects_api``), whose missing configuration
+    degrades to log lines: progress is never fatal."""
+    linked = link.from_env(env)
+    if linked is not None:
+        return LinkReporter(linked, namespace, name)
     try:
         api = custom_objects_api()
     except Exception as exc:

@@ -32,13 +32,12 @@ from typing import TextIO
 import torch
 
 from stemkube_contract import batch
+from stemkube_contract.exitcodes import TERMINATED, TERMINATED_MESSAGE
 from stemkube_separator import allocator, cli, exitcodes, logs, model, options
 from stemkube_separator import pipeline as pipeline  # imported up front: no request pays for it
 
 log = logging.getLogger("stemkube_separator.serve")
 
-TERMINATED = 128 + signal.SIGTERM
-TERMINATED_MESSAGE = "terminated (SIGTERM) before the separation finished"  # as cli.main says
 # One model: a deployment that serves several would otherwise hold every one it was ever asked
 # for (an htdemucs_ft bag alone is four models), and most songs ask for the default.
 DEFAULT_KEEP_MODELS = 1

@@ -12,11 +12,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, NoReturn, cast
 
 import urllib3.exceptions
 from minio import Minio
 from minio.error import MinioException, S3Error
+from urllib3 import BaseHTTPResponse
 
 from stemkube_contract.limits import format_size
 from stemkube_separator import logs
@@ -31,10 +32,20 @@ PIPE_LIMIT = 2 * PART_SIZE  # bytes buffered between the ZIP writer and the uplo
 ClientFactory = Callable[[], Minio]
 
 
+class StoreAnswerError(Exception):
+    """An error answer of the store to a presigned URL (no S3 client parses it there)."""
+
+    def __init__(self, status: int, code: str = "", message: str = "") -> None:
+        super().__init__(f"S3 error {code}: {message}" if code else f"HTTP {status}")
+        self.status, self.code = status, code
+
+
 def storage_error(what: str, exc: BaseException) -> TransientError:
     """A storage failure in words, e.g. "downloading s3://b/k: S3 error NoSuchKey: ..."."""
     if isinstance(exc, S3Error):
         reason = f"S3 error {exc.code}: {exc.message}"
+    elif isinstance(exc, StoreAnswerError):
+        reason = str(exc)
     elif isinstance(exc, urllib3.exceptions.MaxRetryError):
         reason = f"storage unreachable: {exc.reason}"
     else:
@@ -79,25 +90,34 @@ def fetch_input(location: Location, workdir: Path, s3: ClientFactory, max_size: 
         raise UsageError(f"input {location}: {exc}") from None
     except S3Error as exc:
         if exc.code in _MISSING:
-            raise InvalidInputError(
-                f"the input {location} does not exist (bucket {location.bucket!r}, "
-                f"key {location.key!r}: {exc.code})"
-            ) from None
+            raise missing_input(location, exc.code) from None
         raise storage_error(f"downloading {location}", exc) from exc
     except _STORAGE_ERRORS as exc:
         raise storage_error(f"downloading {location}", exc) from exc
     return target
 
 
+def missing_input(location: S3Object, code: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"the input {location} does not exist (bucket {location.bucket!r}, "
+        f"key {location.key!r}: {code})"
+    )
+
+
 def _download(client: Minio, location: S3Object, target: Path, max_size: int) -> None:
-    """The object into ``target``, never more than ``max_size`` bytes of it: at most one
-    byte past the limit is asked for, so an object that grew since its stat (or a server
-    that misstated its size) is refused without filling the disk."""
+    # At most one byte past the limit is asked for (``save``).
     response = client.get_object(location.bucket, location.key, length=max_size + 1)
+    save(response, location, target, max_size)
+
+
+def save(response: BaseHTTPResponse, location: S3Object, target: Path, max_size: int) -> None:
+    """The object's body into ``target``, never more than ``max_size`` bytes of it: at most
+    one byte past the limit is read, so an object that grew since its stat (or a server that
+    misstated its size) is refused without filling the disk. Closes ``response``."""
     try:
         written = 0
         with target.open("wb") as file:
-            for chunk in response.stream(_CHUNK):
+            while chunk := response.read(min(_CHUNK, max_size + 1 - written)):
                 written += len(chunk)
                 if written > max_size:  # more than its stat said: refused all the same
                     raise InvalidInputError(
@@ -179,28 +199,43 @@ def _s3_writer(target: S3Object, s3: ClientFactory) -> Iterator[BinaryIO]:
         client = s3()
     except ValueError as exc:
         raise UsageError(f"output {target}: {exc}") from None
+
+    def upload(source: BinaryIO) -> None:
+        # length=-1: the size is unknown, so the client runs a multipart upload and
+        # aborts it on any exception (a single PUT when it all fits in one part).
+        client.put_object(
+            target.bucket,
+            target.key,
+            source,
+            length=-1,
+            part_size=PART_SIZE,
+            content_type="application/zip",
+            num_parallel_uploads=2,
+        )
+
+    with piped_upload(upload, lambda exc: _classify_upload(target, exc)) as out:
+        yield out
+
+
+@contextlib.contextmanager
+def piped_upload(
+    upload: Callable[[BinaryIO], None], classify: Callable[[BaseException], Exception]
+) -> Iterator[BinaryIO]:
+    """A stream whose bytes ``upload`` reads in a thread while the block writes them. The
+    upload must abort when a read raises: that is how the writer's failure reaches it.
+    ``classify`` turns the upload's own failure into the error the block's caller sees."""
     pipe = _Pipe(PIPE_LIMIT)
     upload_error: list[BaseException] = []
 
-    def upload() -> None:
+    def run() -> None:
         try:
-            # length=-1: the size is unknown, so the client runs a multipart upload and
-            # aborts it on any exception (a single PUT when it all fits in one part).
-            client.put_object(
-                target.bucket,
-                target.key,
-                cast(BinaryIO, pipe),
-                length=-1,
-                part_size=PART_SIZE,
-                content_type="application/zip",
-                num_parallel_uploads=2,
-            )
+            upload(cast(BinaryIO, pipe))
         except BaseException as exc:
             upload_error.append(exc)
         finally:
             pipe.reader_done()
 
-    thread = threading.Thread(target=logs.carrying_job(upload), name="s3-upload", daemon=True)
+    thread = threading.Thread(target=logs.carrying_job(run), name="s3-upload", daemon=True)
     thread.start()
     try:
         yield cast(BinaryIO, pipe)
@@ -210,12 +245,21 @@ def _s3_writer(target: S3Object, s3: ClientFactory) -> Iterator[BinaryIO]:
         real = [e for e in upload_error if not isinstance(e, _AbortedError)]
         if real and isinstance(exc, BrokenPipeError):
             # The writer only saw the symptom; the upload's error is the cause.
-            raise _classify_upload(target, real[0]) from real[0]
+            _raise_classified(real[0], classify)
         raise
     pipe.close_writer()
     thread.join()
     if upload_error:
-        raise _classify_upload(target, upload_error[0]) from upload_error[0]
+        _raise_classified(upload_error[0], classify)
+
+
+def _raise_classified(
+    error: BaseException, classify: Callable[[BaseException], Exception]
+) -> NoReturn:
+    classified = classify(error)
+    if classified is error:  # already the separator's own error
+        raise error
+    raise classified from error
 
 
 def _classify_upload(target: S3Object, exc: BaseException) -> Exception:
