@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,11 +16,27 @@ class ComponentError(RuntimeError):
     """A component did not become ready; the message carries its log tail."""
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel picks with bind(0)
+# may be picked again for the next call, or for any process's outgoing connection,
+# before our server binds it (a CI run started the API with --port equal to
+# --metrics-port). Here only this test process hands ports out, and never one twice.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port left in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""The pure parts of the test tier: image names, $(VAR) expansion, exit codes."""
+"""The pure parts of the test tier: image names, $(VAR) expansion, exit codes, ports."""
+
+from pathlib import Path
 
 import pytest
 
 from tests.harness.images import repository, stand_in_for
 from tests.harness.podrunner import exit_code_of, expand
+from tests.harness.procs import free_port
 
 
 @pytest.mark.parametrize(
@@ -45,3 +48,11 @@ def test_exit_code_of_signals() -> None:
     assert exit_code_of(3) == 3
     assert exit_code_of(-9) == 137
     assert exit_code_of(-15) == 143
+
+
+def test_free_ports_are_never_handed_out_twice_nor_ephemeral() -> None:
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    low, high = int(ephemeral[0]), int(ephemeral[1])
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if low <= p <= high]
