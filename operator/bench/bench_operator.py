@@ -1,21 +1,24 @@
 """Operator benchmark (``make bench-operator``) on the integration tier's real control plane.
 
-1. 100 SeparationJobs created at once: from each CR's creation to its Job's creation, and from
-   each Job's completion to its CR's ``Completed`` (p50, p95, max). The separation itself is
-   not what is measured here, so the pods run a no-op stand-in image (``stemkube/noop``) and
-   ask for no GPU, so that all run at once; the operator, API server, Job controller and
-   scheduler are the real ones.
+1. Bursts: 100, then 1,000 SeparationJobs created at once (``BENCH_BURSTS``), side by side:
+   from each CR's creation to its Job's creation, and from each Job's completion to its CR's
+   ``Completed`` (p50, p95, p99, max); and where the time went: the API server's requests per
+   separation by verb and resource (its ``apiserver_request_total``, every client's), and the
+   operator's CPU seconds per separation. The separation itself is not what is measured here,
+   so the pods run a no-op stand-in image (``stemkube/noop``) and ask for no GPU, so that all
+   run at once; the operator, API server, Job controller and scheduler are the real ones.
 2. What a finished separation leaves in etcd: its SeparationJob, its Events, and its Job and
    pod while they stay (the operator deletes them once the outcome is recorded; sizes are the
    objects' JSON as the API server serves them, what etcd holds to within its encoding).
-3. Kueue: 100 SeparationJobs (``BENCH_KUEUE_JOBS``) created at once with a queue, against the
-   real Kueue controller (``tests.harness.kueue``) and a ClusterQueue with room for all: from
-   each CR's creation to its (suspended) Job, to Kueue admitting it (the Job unsuspended), and
-   to the CR's ``Completed``.
-4. The operator's resident memory with 10,000 finished SeparationJobs (``BENCH_FINISHED``):
-   made while it runs, 1,000 at a time (``BENCH_WAVE``), as a service's history accrues (each
-   fails at once for a model the deployment does not serve: a whole lifecycle, finalizer,
-   events and the settled label included, without a Job), then again after a restart.
+3. Kueue: 100 SeparationJobs (``BENCH_KUEUE_JOBS``; 0 skips this) created at once with a
+   queue, against the real Kueue controller (``tests.harness.kueue``) and a ClusterQueue with
+   room for all: from each CR's creation to its (suspended) Job, to Kueue admitting it (the
+   Job unsuspended), and to the CR's ``Completed``.
+4. The operator's resident memory with 10,000 finished SeparationJobs (``BENCH_FINISHED``; 0
+   skips this): made while it runs, 1,000 at a time (``BENCH_WAVE``), as a service's history
+   accrues (each fails at once for a model the deployment does not serve: a whole lifecycle,
+   finalizer, events and the settled label included, without a Job), then again after a
+   restart.
 
 Times are taken by this process from watch events (millisecond resolution; the API's own
 timestamps have one-second resolution).
@@ -29,10 +32,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 from stemkube_contract import kueue
 from stemkube_contract.resource import GROUP, PLURAL, SETTLED, SETTLED_LABEL, VERSION
@@ -48,7 +54,7 @@ from tests.harness.stemkube import CRD_PATH
 from tests.harness.tools import tool
 
 NAMESPACE = "bench"
-JOBS = int(os.environ.get("BENCH_JOBS", "100"))
+BURSTS = [int(n) for n in os.environ.get("BENCH_BURSTS", "100,1000").split(",") if n.strip()]
 FINISHED = int(os.environ.get("BENCH_FINISHED", "10000"))
 WAVE = int(os.environ.get("BENCH_WAVE", "1000"))  # finished ones made at a time
 WAVE_LABEL = "bench.stemkube.io/wave"
@@ -60,12 +66,50 @@ POD_SIZES: dict[str, int] = {}
 
 
 def percentiles(values: list[float]) -> str:
+    if not values:
+        return "(none)"
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
     return (
-        f"p50 {statistics.median(ordered) * 1000:7.0f} ms   p95 {p95 * 1000:7.0f} ms   "
-        f"max {ordered[-1] * 1000:7.0f} ms   (n={len(ordered)})"
+        f"p50 {statistics.median(ordered) * 1000:7.0f} ms   p95 {at(0.95):7.0f} ms   "
+        f"p99 {at(0.99):7.0f} ms   max {ordered[-1] * 1000:7.0f} ms   (n={len(ordered)})"
     )
+
+
+def api_requests(api: client.ApiClient) -> Counter[str]:
+    """The API server's requests so far by verb and resource (every client's), from its
+    ``apiserver_request_total``."""
+    response = api.call_api(
+        "/metrics",
+        "GET",
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+    )
+    counts: Counter[str] = Counter()
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, value = line[len("apiserver_request_total{") :].rsplit("} ", 1)
+        labels = dict(
+            part.split("=", 1) for part in labels_text.replace('"', "").split(",") if "=" in part
+        )
+        if labels.get("verb") == "WATCH":
+            continue
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb')} {resource}"] += int(float(value))
+    return counts
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -88,7 +132,10 @@ def cr_body(name: str) -> dict[str, Any]:
 
 
 class Watcher(threading.Thread):
-    """Records when each Job appears and completes, and when each CR reaches Completed."""
+    """Records when each Job appears and completes, and when each CR reaches Completed.
+
+    It reads the watches' JSON as it comes, without the client's models: with 1,000 Jobs and
+    pods changing at once, building those took most of a core from the operator it measures."""
 
     def __init__(self, api: client.ApiClient) -> None:
         super().__init__(daemon=True)
@@ -100,56 +147,71 @@ class Watcher(threading.Thread):
         self.stop_flag = threading.Event()
 
     def run(self) -> None:
-        threading.Thread(target=self._jobs, daemon=True).start()
-        threading.Thread(target=self._pods, daemon=True).start()
-        self._crs()
+        threading.Thread(
+            target=self._watch,
+            args=(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", self._job),
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=self._watch,
+            args=(f"/api/v1/namespaces/{NAMESPACE}/pods", self._pod),
+            daemon=True,
+        ).start()
+        self._watch(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}", self._cr)
 
-    def _jobs(self) -> None:
-        batch = client.BatchV1Api(self.api)
+    def _watch(self, path: str, seen: Callable[[str, dict[str, Any]], None]) -> None:
+        """Every event of ``path``'s objects, resumed from the last resourceVersion."""
+        version = ""
         while not self.stop_flag.is_set():
-            for event in watch.Watch().stream(
-                batch.list_namespaced_job, NAMESPACE, timeout_seconds=5
-            ):
-                now = time.monotonic()
-                job = event["object"]
-                self.job_created.setdefault(job.metadata.name, now)
-                queued = kueue.QUEUE_LABEL in (job.metadata.labels or {})
-                if queued and job.spec.suspend is False:
-                    self.job_admitted.setdefault(job.metadata.name, now)
-                done = any(
-                    c.type == "Complete" and c.status == "True" for c in job.status.conditions or []
-                )
-                if done and job.metadata.name not in self.job_completed:
-                    self.job_completed[job.metadata.name] = now
-                    JOB_SIZES[job.metadata.name] = self._size(job)
+            query = [("watch", "true"), ("timeoutSeconds", "30"), ("allowWatchBookmarks", "true")]
+            if version:
+                query.append(("resourceVersion", version))
+            response = self.api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=60,
+            )
+            for line in response:
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":  # 410: too old; start from now
+                    version = ""
+                    break
+                version = obj["metadata"].get("resourceVersion", version)
+                if event["type"] != "BOOKMARK":
+                    seen(event["type"], obj)
 
-    def _size(self, obj: Any) -> int:
-        return len(json.dumps(self.api.sanitize_for_serialization(obj), separators=(",", ":")))
+    def _job(self, kind: str, job: dict[str, Any]) -> None:
+        now = time.monotonic()
+        name = job["metadata"]["name"]
+        self.job_created.setdefault(name, now)
+        queued = kueue.QUEUE_LABEL in (job["metadata"].get("labels") or {})
+        if queued and job["spec"].get("suspend") is False:
+            self.job_admitted.setdefault(name, now)
+        done = any(
+            c.get("type") == "Complete" and c.get("status") == "True"
+            for c in (job.get("status") or {}).get("conditions") or []
+        )
+        if done and name not in self.job_completed:
+            self.job_completed[name] = now
+            JOB_SIZES[name] = _size(job)
 
-    def _pods(self) -> None:
+    def _pod(self, kind: str, pod: dict[str, Any]) -> None:
         """The last size of each pod seen: what a finished one would keep in etcd."""
-        core = client.CoreV1Api(self.api)
-        while not self.stop_flag.is_set():
-            for event in watch.Watch().stream(
-                core.list_namespaced_pod, NAMESPACE, timeout_seconds=5
-            ):
-                if event["type"] != "DELETED":
-                    POD_SIZES[event["object"].metadata.name] = self._size(event["object"])
+        if kind != "DELETED":
+            POD_SIZES[pod["metadata"]["name"]] = _size(pod)
 
-    def _crs(self) -> None:
-        objects = client.CustomObjectsApi(self.api)
-        while not self.stop_flag.is_set():
-            for event in watch.Watch().stream(
-                objects.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                NAMESPACE,
-                PLURAL,
-                timeout_seconds=5,
-            ):
-                cr = event["object"]
-                if (cr.get("status") or {}).get("phase") == "Completed":
-                    self.cr_completed.setdefault(cr["metadata"]["name"], time.monotonic())
+    def _cr(self, kind: str, cr: dict[str, Any]) -> None:
+        if (cr.get("status") or {}).get("phase") == "Completed":
+            self.cr_completed.setdefault(cr["metadata"]["name"], time.monotonic())
+
+
+def _size(obj: dict[str, Any]) -> int:
+    return len(json.dumps(obj, separators=(",", ":")))
 
 
 def start_operator(
@@ -256,6 +318,67 @@ def burst(objects: client.CustomObjectsApi, names: list[str], **spec: str) -> di
     return created
 
 
+@dataclass
+class BurstResult:
+    size: int
+    names: list[str]
+    to_job: list[float]
+    to_done: list[float]
+    completed: int
+    seconds: float
+    requests: Counter[str]
+    operator_cpu: float
+
+    def show(self) -> None:
+        n = max(1, self.size)
+        print(
+            f"\n== {self.size} SeparationJobs created at once "
+            "(operator, real API server and Job controller)"
+        )
+        print(f"CR created   -> Job created      {percentiles(self.to_job)}")
+        print(f"Job complete -> CR Completed     {percentiles(self.to_done)}")
+        print(f"completed: {self.completed}/{self.size} in {self.seconds:.1f} s")
+        print(
+            f"operator CPU {self.operator_cpu:.1f} s ({self.operator_cpu / n * 1000:.0f} ms per "
+            f"separation); API requests per separation, every client's (bench: 1 create):"
+        )
+        total = sum(self.requests.values())
+        print(f"  {total / n:6.1f}  all")
+        for key, count in self.requests.most_common(12):
+            print(f"  {count / n:6.1f}  {key}")
+
+
+def burst_phase(
+    api: client.ApiClient,
+    objects: client.CustomObjectsApi,
+    watcher: Watcher,
+    operator_pid: int,
+    size: int,
+    prefix: str,
+) -> BurstResult:
+    """``size`` SeparationJobs at once, until all are Completed (or 600 s)."""
+    names = [f"{prefix}-{i:04d}" for i in range(size)]
+    requests_before, cpu_before = api_requests(api), cpu_seconds(operator_pid)
+    print(f"creating {size} SeparationJobs at once ...", flush=True)
+    start = time.monotonic()
+    created = burst(objects, names)
+    deadline = time.monotonic() + 600
+    while sum(n in watcher.cr_completed for n in names) < size and time.monotonic() < deadline:
+        time.sleep(0.5)
+    seconds = time.monotonic() - start
+    operator_cpu = cpu_seconds(operator_pid) - cpu_before
+    requests = api_requests(api)
+    requests.subtract(requests_before)
+    to_job = [watcher.job_created[n] - created[n] for n in names if n in watcher.job_created]
+    to_done = [
+        watcher.cr_completed[n] - watcher.job_completed[n]
+        for n in names
+        if n in watcher.cr_completed and n in watcher.job_completed
+    ]
+    completed = sum(n in watcher.cr_completed for n in names)
+    return BurstResult(size, names, to_job, to_done, completed, seconds, +requests, operator_cpu)
+
+
 def kueue_burst(
     plane: ControlPlane, api: client.ApiClient, watcher: Watcher, workdir: Path
 ) -> dict[str, list[float]]:
@@ -335,7 +458,7 @@ def main() -> int:
         "AWS_SECRET_ACCESS_KEY": minio.secret_key,
     }
     api = config.new_client_from_config(config_file=str(plane.kubeconfig))
-    spec = NodeSpec(pods=max(110, JOBS + 10))
+    spec = NodeSpec(pods=max(110, *BURSTS) + 10)
     heartbeat = NodeHeartbeat(api, spec)
     heartbeat.start()
     images = {**IMAGES, "stemkube/noop": StandIn(entrypoint=("true",))}
@@ -369,32 +492,22 @@ def main() -> int:
         watcher.start()
         time.sleep(1)
         objects = client.CustomObjectsApi(api)
-        names = [f"burst-{i:03d}" for i in range(JOBS)]
-        print(f"creating {JOBS} SeparationJobs at once ...", flush=True)
-        created = burst(objects, names)
-        deadline = time.monotonic() + 600
-        while len(watcher.cr_completed) < JOBS and time.monotonic() < deadline:
-            time.sleep(0.5)
-        to_job = [watcher.job_created[n] - created[n] for n in names if n in watcher.job_created]
-        to_done = [
-            watcher.cr_completed[n] - watcher.job_completed[n]
-            for n in names
-            if n in watcher.cr_completed and n in watcher.job_completed
+        results = [
+            burst_phase(api, objects, watcher, operator.popen.pid, size, f"b{i}")
+            for i, size in enumerate(BURSTS)
         ]
-        print(
-            f"\n== {JOBS} SeparationJobs created at once "
-            "(operator, real API server and Job controller)"
-        )
-        print(f"CR created   -> Job created      {percentiles(to_job)}")
-        print(f"Job complete -> CR Completed     {percentiles(to_done)}")
-        print(f"completed: {len(watcher.cr_completed)}/{JOBS}")
-        footprint(api, names)
-        kueued = kueue_burst(plane, api, watcher, workdir)
+        for result in results:
+            result.show()
+        footprint(api, [name for result in results for name in result.names])
+        if KUEUE_JOBS:
+            kueued = kueue_burst(plane, api, watcher, workdir)
+            print(f"CR created   -> Job created      {percentiles(kueued['job'])}")
+            print(f"CR created   -> Kueue admitted   {percentiles(kueued['admitted'])}")
+            print(f"CR created   -> CR Completed     {percentiles(kueued['done'])}")
+            print(f"completed: {len(kueued['done'])}/{KUEUE_JOBS}")
         watcher.stop_flag.set()
-        print(f"CR created   -> Job created      {percentiles(kueued['job'])}")
-        print(f"CR created   -> Kueue admitted   {percentiles(kueued['admitted'])}")
-        print(f"CR created   -> CR Completed     {percentiles(kueued['done'])}")
-        print(f"completed: {len(kueued['done'])}/{KUEUE_JOBS}")
+        if not FINISHED:
+            return 0
 
         # Memory with a history: finished SeparationJobs made while the operator runs, in
         # waves (a service's history accrues; a burst's own peak is phase 1's question).
@@ -432,7 +545,7 @@ def main() -> int:
         restarted = peak_rss(operator.popen.pid)
         half, half_rss = waves[len(waves) // 2 - 1] if len(waves) > 1 else waves[0]
         each = (live - half_rss) * 1024 / max(1, FINISHED - half)
-        print(f"\n== operator memory with {FINISHED + JOBS} finished SeparationJobs present")
+        print(f"\n== operator memory with {FINISHED + sum(BURSTS)} finished SeparationJobs present")
         print(f"RSS before them          {before:6.0f} MiB")
         print(f"RSS with {half:6d} of them  {half_rss:6.0f} MiB")
         print(

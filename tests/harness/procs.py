@@ -16,11 +16,11 @@ class ComponentError(RuntimeError):
     """A component did not become ready; the message carries its log tail."""
 
 
-# Below Linux's ephemeral range (32768-60999): a port the kernel picks with bind(0)
-# may be picked again for the next call, or for any process's outgoing connection,
-# before our server binds it (a CI run started the API with --port equal to
-# --metrics-port). Here only this test process hands ports out, and never one twice.
-_PORTS = range(20000, 32768)
+# Below Linux's ephemeral range (32768-60999) and the NodePorts (30000-32767): a port the
+# kernel picks with bind(0) may be picked again for the next call, or for any process's
+# outgoing connection, before our server binds it (a CI run started the API with --port
+# equal to --metrics-port). Here only this test process hands ports out, never one twice.
+_PORTS = range(20000, 30000)
 _handed_out: set[int] = set()
 
 
