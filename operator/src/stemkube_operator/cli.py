@@ -23,6 +23,7 @@ from stemkube_operator import (
     metrics,
     resync,
     settled,
+    workqueue,
 )
 from stemkube_operator.config import ConfigError, load_config, resolve_link_url
 from stemkube_operator.health import serve
@@ -40,6 +41,8 @@ KOPF_STOP_SECONDS = 1.0
 REQUEST_CONNECTIONS = 16
 # How long the exit waits for handlers still in a call (see _exit_when_idle).
 WORKERS_EXIT_SECONDS = 3.0
+# SeparationJobs synced at once: each sync is a few API calls, mostly waiting for the answers.
+SYNC_WORKERS = 8
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -250,9 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settled.start(
         runtime.kube, namespaces, lambda cr: remove_objects(runtime, cr), supervisor.halt, acting
     )
+    workqueue.start_workers(
+        runtime.queue,
+        lambda namespace, name: handlers.sync(runtime, acting, namespace, name),
+        SYNC_WORKERS,
+    )
     loop = resync.Resync(
         lambda: runtime.view(),
-        lambda namespace, name: handlers.sync(runtime, acting, namespace, name),
+        lambda namespace, name: runtime.queue.add((namespace, name), workqueue.ROUTINE),
         lambda namespace, name: handlers.deliver(runtime, acting, namespace, name),
     )
     resync.start(loop, supervisor.halt, acting)
@@ -262,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(supervisor.run(runtime))
     finally:
         supervisor.halt.set()
+        runtime.queue.close()
         if elector is not None:
             elector.stop()  # gives the Lease up: a standby leads at its next retry
     return _exit_when_idle(0, WORKERS_EXIT_SECONDS)

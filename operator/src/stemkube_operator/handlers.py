@@ -1,9 +1,10 @@
 """The Kopf handlers: every trigger ends in the same level-based sync (reconcile.py).
 
 A SeparationJob is synced when it is created or the operator resumes, when its Job or one of
-its pods changes, and every few seconds while it is unfinished (resync.py: the safety net for
-anything missed, and how a queued job notices a free slot; it also delivers a finished one's
-webhook while it has one, webhooks.py). Finished ones are left to expiry.py.
+its pods changes, when a slot it waits for frees, and every few seconds while it is
+unfinished (resync.py: the safety net for anything missed; it also delivers a finished one's
+webhook while it has one, webhooks.py). Finished ones are left to expiry.py. The handlers only
+queue the sync (workqueue.py): a burst of events for one SeparationJob makes one.
 
 Nothing here keeps a finished SeparationJob in memory: the index holds only those that still
 need work (``needs_work``), as little of each as the queue reads, and there is no Kopf timer
@@ -34,6 +35,7 @@ from stemkube_operator.resource import (
 )
 from stemkube_operator.resync import RESYNC_SECONDS
 from stemkube_operator.status import TERMINAL
+from stemkube_operator.workqueue import ROUTINE, URGENT
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +191,17 @@ def deliver(rt: Runtime, acting: Callable[[], bool], namespace: str, name: str) 
         log.info("%s/%s: webhook left to the replica that leads", namespace, name)
 
 
-def _sync(memo: Any, namespace: str | None, name: str | None) -> None:
-    acting: Callable[[], bool] = memo.acting
+def _queue(memo: Any, namespace: str | None, name: str | None, level: int) -> None:
     if namespace and name:
-        sync(_runtime(memo), acting, namespace, name)
+        _runtime(memo).queue.add((namespace, name), level)
+
+
+def _ended(job: kopf.Body) -> bool:
+    """Whether the Job has its outcome (Complete, Failed): what its SeparationJob waits for."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
 
 
 def _names(body: kopf.Body) -> list[str]:
@@ -204,20 +213,21 @@ def _names(body: kopf.Body) -> list[str]:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
 @kopf.on.create(GROUP, VERSION, PLURAL, when=_unfinished)
-def on_separation_job(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _sync(memo, namespace, name)
+async def on_separation_job(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _queue(memo, namespace, name, URGENT)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})
-def on_job(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+async def on_job(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    level = URGENT if _ended(body) else ROUTINE
     for name in _names(body):
-        _sync(memo, namespace, name)
+        _queue(memo, namespace, name, level)
 
 
 @kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
-def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+async def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     for name in _names(body):
-        _sync(memo, namespace, name)
+        _queue(memo, namespace, name, ROUTINE)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=10, backoff=3)

@@ -1,10 +1,14 @@
 """One sync of one SeparationJob: read what is there, create the Job if it may run, and write
-the status that follows. Safe to run any number of times, from any trigger, concurrently."""
+the status that follows. Safe to run any number of times, from any trigger, concurrently
+(workqueue.py runs one SeparationJob's syncs one at a time; the job link and webhooks write
+beside them)."""
 
+import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +24,7 @@ from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
 from stemkube_operator.jobspec import build_batch_job, source_url
 from stemkube_operator.kube import JobRefusedError, Kube, KueueAbsentError
-from stemkube_operator.queue import Entry, companions, queue_position
+from stemkube_operator.queue import Entry, companions, line_up, queue_position
 from stemkube_operator.resource import UID_LABEL, job_name
 from stemkube_operator.status import (
     COMPLETED,
@@ -33,8 +37,11 @@ from stemkube_operator.status import (
     parse_time,
 )
 from stemkube_operator.storage import Storage
+from stemkube_operator.workqueue import URGENT, WorkQueue
 
 log = logging.getLogger(__name__)
+
+FINISHED_MEMORY = 60.0  # seconds: the index has long caught up by then
 
 # (the SeparationJob, event type "Normal"/"Warning", reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
@@ -70,6 +77,17 @@ class Runtime:
     # and the batch Job naming a uid: set when Kopf starts (handlers.startup).
     view: Callable[[], Iterable[dict[str, Any]]] = field(default=lambda: ())
     batch_of: "BatchLookup" = field(default=lambda uid: None)
+    # The SeparationJobs to sync (every trigger adds to it; handlers.py, resync.py).
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    # uid -> when this process recorded it finished: the index shows it a moment later, and
+    # until then the line (with a limit) would still count its slot as taken.
+    finished: dict[str, float] = field(default_factory=dict)
+
+    def record_finished(self, uid: str) -> None:
+        now = time.monotonic()
+        for old in [u for u, at in list(self.finished.items()) if now - at > FINISHED_MEMORY]:
+            self.finished.pop(old, None)
+        self.finished[uid] = now
 
 
 def first_to_announce(rt: Runtime, uid: str, phase: str, reason: str) -> bool:
@@ -88,7 +106,12 @@ def _no_batch(uid: str) -> str | None:
     return None
 
 
-def entry_of(cr: dict[str, Any], admitted: dict[str, str], batch_of: BatchLookup) -> Entry:
+def entry_of(
+    cr: dict[str, Any],
+    admitted: dict[str, str],
+    batch_of: BatchLookup,
+    finished: Container[str] = (),
+) -> Entry:
     meta, status = cr["metadata"], cr.get("status") or {}
     uid = meta["uid"]
     return Entry(
@@ -96,7 +119,7 @@ def entry_of(cr: dict[str, Any], admitted: dict[str, str], batch_of: BatchLookup
         created=meta.get("creationTimestamp") or "",
         name=meta["name"],
         namespace=meta["namespace"],
-        finished=status.get("phase") in TERMINAL,
+        finished=status.get("phase") in TERMINAL or uid in finished,
         job=status.get("jobName") or admitted.get(uid) or batch_of(uid),
         key=batch.batch_key(meta["namespace"], cr.get("spec") or {}),
     )
@@ -145,16 +168,22 @@ def _admit(
     with the separations that join it when there is a backlog; (None, its batch's Job) when
     another sync gave it one while this one waited for the lock."""
     uid = cr["metadata"]["uid"]
-    with rt.admission:
+    limited = rt.config.max_running > 0
+    # Without a limit nothing waits and nobody joins: no line to keep in order, and the lock
+    # would make each Job's creation wait for the one before (an API call at a time: 1,000
+    # SeparationJobs at once waited minutes for their Jobs, issue #18).
+    with rt.admission if limited else contextlib.nullcontext():
         given = rt.admitted.get(uid)
         joined = rt.kube.read_job(cr["metadata"]["namespace"], given) if given else None
         if joined is not None and _owned_by(joined, uid):
             return None, joined
-        entries = [entry_of(other, rt.admitted, batch_of) for other in everyone()]
-        ahead = queue_position(uid, entries, rt.config.max_running)
-        if ahead is not None:
-            return ahead, None
-        members = [cr, *_joining(rt, entries, uid)]
+        members = [cr]
+        if limited:
+            entries = [entry_of(o, rt.admitted, batch_of, rt.finished) for o in everyone()]
+            ahead = queue_position(uid, entries, rt.config.max_running)
+            if ahead is not None:
+                return ahead, None
+            members += _joining(rt, entries, uid)
         job = rt.kube.create_job(build_batch_job(members, rt.config))
         name = job["metadata"]["name"]
         if uid not in rt.admitted:
@@ -196,6 +225,9 @@ def reconcile(
         # stopped between a status and the deletion: the Job's events bring it here.
         if old.get("jobName"):
             retire_job(rt, namespace, rt.kube.read_job(namespace, old["jobName"]), old["phase"])
+            # The job link may have written the outcome: its slot is free.
+            rt.record_finished(cr["metadata"]["uid"])
+            _wake_next(rt, everyone, batch_of)
         settled.settle(rt.kube, cr)
         return
     uid = cr["metadata"]["uid"]
@@ -247,7 +279,9 @@ def reconcile(
     rt.phases.observe(uid, new_phase, parse_time(cr["metadata"].get("creationTimestamp")))
     if new_phase in TERMINAL:
         rt.admitted.pop(uid, None)
+        rt.record_finished(uid)
         retire_job(rt, namespace, job, new_phase)
+        _wake_next(rt, everyone, batch_of)
         try:
             settled.settle(rt.kube, written)
         except (ApiException, OSError) as exc:
@@ -267,6 +301,19 @@ def reconcile(
         patch["reason"],
         patch["message"],
     )
+
+
+def _wake_next(
+    rt: Runtime, everyone: Callable[[], Iterable[dict[str, Any]]], batch_of: BatchLookup
+) -> None:
+    """A slot is free: the SeparationJobs first in line sync now, not at their resync (up to
+    a minute away with a long line, resync.py)."""
+    limit = rt.config.max_running
+    if limit <= 0:
+        return
+    line = line_up(entry_of(o, rt.admitted, batch_of, rt.finished) for o in everyone())
+    for entry in line.waiting[: line.free(limit)]:
+        rt.queue.add((entry.namespace, entry.name), URGENT)
 
 
 def job_finished(job: dict[str, Any] | None) -> bool:

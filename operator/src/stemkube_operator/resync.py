@@ -7,7 +7,14 @@ SeparationJob in memory, finished ones included (issue #18: the operator's memor
 the history). This loop goes over the operator's index, which holds only the SeparationJobs
 that still need something (``handlers.needs_work``: a finished one until its webhook is
 delivered and it is labelled settled, settled.py), with a few threads, and keeps nothing per
-finished one.
+finished one. The syncs go to the work queue (workqueue.py) behind what events ask for.
+
+It asks for RESYNC_RATE syncs a second at most, those waited longest first: with 1,000
+unfinished, a sync of each every 5 s was 200 syncs a second, several API calls each, on top of
+the work itself, and on 2 cores the burst it guards waited minutes for it (issue #18). Each is
+resynced every RESYNC_SECONDS, or every n / RESYNC_RATE seconds when there are n > 100. A new
+one's first resync is an interval after the loop first sees it: its creation (or the
+operator's start) has just synced it.
 """
 
 import concurrent.futures
@@ -23,7 +30,8 @@ from stemkube_operator import webhooks
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 5.0  # how often each unfinished SeparationJob is reconciled at the latest
+RESYNC_SECONDS = 5.0  # how often each unfinished SeparationJob is reconciled, at most
+RESYNC_RATE = 20.0  # resyncs a second, at most
 WORKERS = 4  # reconciles at once: each is a few API calls, mostly waiting
 
 
@@ -53,18 +61,26 @@ class Resync:
         deliver: Sync,
         interval: float = RESYNC_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        rate: float = RESYNC_RATE,
     ) -> None:
         self.view, self.sync, self.deliver = view, sync, deliver
-        self.interval, self.clock = interval, clock
-        self.last: dict[str, float] = {}  # uid -> when it was last reconciled here
+        self.interval, self.clock, self.rate = interval, clock, rate
+        self.last: dict[str, float] = {}  # uid -> when it was last reconciled here (or seen)
+        self.previous: float | None = None  # when due() was last called
 
     def due(self) -> list[tuple[Sync, str, str]]:
         """The calls this tick makes: every unfinished SeparationJob not reconciled here for an
-        interval, every finished one with a webhook to deliver."""
+        interval (longer with more of them: RESYNC_RATE), every finished one with a webhook to
+        deliver."""
         now = self.clock()
+        elapsed = self.interval if self.previous is None else now - self.previous
+        self.previous = now
         calls: list[tuple[Sync, str, str]] = []
         seen = set()
-        for cr in self.view():
+        crs = list(self.view())
+        interval = max(self.interval, sum(not _webhook_pending(cr) for cr in crs) / self.rate)
+        overdue: list[tuple[float, str, str, str]] = []
+        for cr in crs:
             meta = cr.get("metadata") or {}
             uid, namespace, name = meta.get("uid"), meta.get("namespace"), meta.get("name")
             if not (uid and namespace and name):
@@ -72,10 +88,15 @@ class Resync:
             seen.add(uid)
             if _webhook_pending(cr):
                 calls.append((self.deliver, namespace, name))
-            elif now - self.last.get(uid, -self.interval) >= self.interval:
-                # Unfinished; or finished but not yet labelled settled, which the sync does.
-                self.last[uid] = now
-                calls.append((self.sync, namespace, name))
+                continue
+            # Unfinished; or finished but not yet labelled settled, which the sync does.
+            last = self.last.setdefault(uid, now)
+            if now - last >= interval:
+                overdue.append((last, uid, namespace, name))
+        overdue.sort()
+        for _, uid, namespace, name in overdue[: max(1, round(self.rate * elapsed))]:
+            self.last[uid] = now
+            calls.append((self.sync, namespace, name))
         for gone in set(self.last) - seen:
             del self.last[gone]
         return calls
