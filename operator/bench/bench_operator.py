@@ -61,6 +61,9 @@ WAVE = int(os.environ.get("BENCH_WAVE", "1000"))  # finished ones made at a time
 WAVE_LABEL = "bench.stemkube.io/wave"
 KUEUE_JOBS = int(os.environ.get("BENCH_KUEUE_JOBS", "100"))
 KUEUE_QUEUE = "bench"
+# A path: each burst's moments per SeparationJob (created, Job created, Job complete, CR
+# Completed) go to PATH.<size>.json.
+DUMP = os.environ.get("BENCH_DUMP", "")
 # name -> the size of each Job when it completed, and of each pod when last seen
 JOB_SIZES: dict[str, int] = {}
 POD_SIZES: dict[str, int] = {}
@@ -107,10 +110,27 @@ def api_requests(api: client.ApiClient) -> Counter[str]:
     return counts
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU the process has used so far."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User and system CPU the process has used so far (with its ended children's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14])) * children
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+def tier_cpu() -> dict[str, float]:
+    """CPU seconds so far of each process this bench started (the API server, etcd, the
+    controllers, MinIO, the operator), and of this one (its watches, and the stand-in
+    kubelet's threads and pods)."""
+    used = {"bench and pods": cpu_seconds(os.getpid(), children=True)}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == os.getpid():
+            name = head.split("(", 1)[1]
+            used[name] = used.get(name, 0.0) + cpu_seconds(int(stat.parent.name), children=True)
+    return used
 
 
 def rss_mib(pid: int) -> float:
@@ -334,6 +354,7 @@ class BurstResult:
     seconds: float
     requests: Counter[str]
     operator_cpu: float
+    cpu: dict[str, float]  # seconds of CPU by process
 
     def show(self) -> None:
         n = max(1, self.size)
@@ -355,6 +376,12 @@ class BurstResult:
         print(f"  {total / n:6.1f}  all")
         for key, count in self.requests.most_common(12):
             print(f"  {count / n:6.1f}  {key}")
+        print(
+            f"CPU seconds by process over the {self.seconds:.0f} s: "
+            + ", ".join(
+                f"{name} {used:.0f}" for name, used in sorted(self.cpu.items(), key=lambda i: -i[1])
+            )
+        )
 
 
 def burst_phase(
@@ -368,6 +395,7 @@ def burst_phase(
     """``size`` SeparationJobs at once, until all are Completed (or 600 s)."""
     names = [f"{prefix}-{i:04d}" for i in range(size)]
     requests_before, cpu_before = api_requests(api), cpu_seconds(operator_pid)
+    tier_before = tier_cpu()
     print(f"creating {size} SeparationJobs at once ...", flush=True)
     start = time.monotonic()
     created = burst(objects, names)
@@ -377,6 +405,7 @@ def burst_phase(
         time.sleep(0.5)
     seconds = time.monotonic() - start
     operator_cpu = cpu_seconds(operator_pid) - cpu_before
+    cpu = {name: used - tier_before.get(name, 0.0) for name, used in tier_cpu().items()}
     requests = api_requests(api)
     requests.subtract(requests_before)
     to_job = [watcher.job_created[n] - created[n] for n in names if n in watcher.job_created]
@@ -386,8 +415,18 @@ def burst_phase(
         if n in watcher.cr_completed and n in watcher.job_completed
     ]
     completed = sum(n in watcher.cr_completed for n in names)
+    if DUMP:  # each SeparationJob's moments, seconds from the burst's start
+        moments = {
+            n: [
+                round(seen[n] - start, 3) if n in seen else None
+                for seen in (created, watcher.job_created, watcher.job_completed)
+            ]
+            + [round(watcher.cr_completed[n] - start, 3) if n in watcher.cr_completed else None]
+            for n in names
+        }
+        Path(f"{DUMP}.{size}.json").write_text(json.dumps(moments))
     return BurstResult(
-        size, names, to_job, to_done, completed, creating, seconds, +requests, operator_cpu
+        size, names, to_job, to_done, completed, creating, seconds, +requests, operator_cpu, cpu
     )
 
 

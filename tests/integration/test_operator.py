@@ -18,6 +18,7 @@ from minio.error import S3Error
 
 from stemkube_contract.models import FOUR_STEMS, Model
 from stemkube_contract.resource import GROUP, PLURAL, UID_LABEL, VERSION
+from stemkube_operator.resource import job_name
 from tests.harness.audio import sine_wav
 from tests.harness.custom_model import CUSTOM_MODEL
 from tests.harness.fixtures import Cluster
@@ -343,6 +344,53 @@ def test_operator_killed_mid_job_leaves_one_job_and_a_correct_status(
     assert len(jobs_of(cluster, namespace, uid)) == 1
     assert len(pods_of(cluster, namespace, uid)) == 1
     assert exists(s3, bucket, "results/restart.zip")
+
+
+def test_a_job_left_by_an_earlier_separation_job_of_that_name_is_waited_out(
+    cluster: Cluster,
+    stemkube_namespace: str,
+    minio_server: MinioServer,
+    bucket: str,
+    start_operator: OperatorFactory,
+) -> None:
+    """A SeparationJob deleted and made again under its name while the garbage collector has
+    yet to remove its Job: the new one neither takes that Job nor fails; it gets its own once
+    the old one is gone. (The first sync of a new one creates its Job without reading first,
+    and learns of the old one from the 409.)"""
+    namespace, s3 = stemkube_namespace, minio_server.client()
+    operator = start_operator()
+    upload(s3, bucket, "inputs/again/song.wav", sine_wav(2.0))
+    batch = client.BatchV1Api(cluster.api)
+    old_uid = "00000000-0000-0000-0000-000000000001"
+    batch.create_namespaced_job(
+        namespace,
+        {
+            "metadata": {"name": job_name("again"), "labels": {UID_LABEL: old_uid}},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "old", "image": "stemkube/noop"}],
+                    }
+                },
+            },
+        },
+    )
+    uid = create(cluster, namespace, "again", bucket)["metadata"]["uid"]
+    wait_for(
+        lambda: (
+            "again belongs to an earlier SeparationJob" in operator.process.log_path.read_text()
+        ),
+        30,
+        "the operator to see the old Job",
+    )
+    assert (read(cluster, namespace, "again").get("status") or {}).get("phase") != "Failed"
+    batch.delete_namespaced_job(job_name("again"), namespace, propagation_policy="Background")
+    status = wait_phase(cluster, namespace, "again", ("Completed", "Failed"), timeout=120)["status"]
+    assert status["phase"] == "Completed", status
+    [job] = jobs_of(cluster, namespace, uid)
+    assert [ref.uid for ref in job.metadata.owner_references] == [uid]
 
 
 def test_concurrency_limit_queues_the_rest_oldest_first(

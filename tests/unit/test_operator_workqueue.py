@@ -1,5 +1,5 @@
 """The work queue (``workqueue``): each key queued once, never synced twice at once, urgent
-ones first."""
+ones first, routine ones after a delay."""
 
 import threading
 import time
@@ -8,7 +8,7 @@ from stemkube_operator.workqueue import ROUTINE, URGENT, WorkQueue, start_worker
 
 
 def test_a_key_waits_once_however_often_it_is_added() -> None:
-    queue = WorkQueue()
+    queue = WorkQueue(delay=0)
     for _ in range(5):
         queue.add(("ns", "a"))
     queue.add(("ns", "b"))
@@ -19,7 +19,7 @@ def test_a_key_waits_once_however_often_it_is_added() -> None:
 
 
 def test_urgent_keys_go_first_and_an_urgent_add_moves_a_key_up() -> None:
-    queue = WorkQueue()
+    queue = WorkQueue(delay=0)
     queue.add(("ns", "progress"), ROUTINE)
     queue.add(("ns", "moved"), ROUTINE)
     queue.add(("ns", "new"), URGENT)
@@ -30,7 +30,7 @@ def test_urgent_keys_go_first_and_an_urgent_add_moves_a_key_up() -> None:
 
 
 def test_a_key_added_during_its_sync_is_synced_again_after_it() -> None:
-    queue = WorkQueue()
+    queue = WorkQueue(delay=0)
     queue.add(("ns", "a"))
     key = queue.get()
     assert key == ("ns", "a")
@@ -43,7 +43,7 @@ def test_a_key_added_during_its_sync_is_synced_again_after_it() -> None:
 
 
 def test_workers_never_sync_one_key_twice_at_once_and_stop_when_closed() -> None:
-    queue = WorkQueue()
+    queue = WorkQueue(delay=0)
     running: set[tuple[str, str]] = set()
     overlaps: list[tuple[str, str]] = []
     synced: list[tuple[str, str]] = []
@@ -80,3 +80,16 @@ def test_workers_never_sync_one_key_twice_at_once_and_stop_when_closed() -> None
     assert {("ns", "a"), ("ns", "b")} <= set(synced)
     # 50 adds each, mostly while one was being synced: far fewer syncs than adds.
     assert synced.count(("ns", "a")) < 50
+
+
+def test_a_routine_key_waits_its_delay_and_an_urgent_one_does_not() -> None:
+    queue = WorkQueue(delay=0.2)
+    start = time.monotonic()
+    queue.add(("ns", "progress"), ROUTINE)
+    queue.add(("ns", "progress"), ROUTINE)  # within the delay: the same sync
+    threading.Timer(0.05, lambda: queue.add(("ns", "new"), URGENT)).start()
+    assert queue.get() == ("ns", "new")
+    assert time.monotonic() - start < 0.2
+    assert queue.get() == ("ns", "progress")
+    assert time.monotonic() - start >= 0.2
+    assert queue.depth() == (0, 0)

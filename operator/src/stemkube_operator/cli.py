@@ -26,6 +26,7 @@ from stemkube_operator import (
     workqueue,
 )
 from stemkube_operator.config import ConfigError, load_config, resolve_link_url
+from stemkube_operator.events import EventQueue
 from stemkube_operator.health import serve
 from stemkube_operator.kube import Kube, LinkKube, TimedApiClient
 from stemkube_operator.leader import LeaderElector
@@ -43,6 +44,7 @@ REQUEST_CONNECTIONS = 16
 WORKERS_EXIT_SECONDS = 3.0
 # SeparationJobs synced at once: each sync is a few API calls, mostly waiting for the answers.
 SYNC_WORKERS = 8
+API_CONNECTIONS = 32
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,12 +105,27 @@ def _service_reader(api: client.ApiClient) -> Callable[[str, str], dict[str, Any
     return read
 
 
+class _QuietQueueing(logging.Filter):
+    """Drops Kopf's line for each run of an event handler of ours ("Handler 'on_pod'
+    succeeded."): they only queue a sync, and under a burst they were most of the log."""
+
+    HANDLERS = ("on_separation_job", "on_job", "on_pod")  # handlers.py's event handlers
+    QUIET = frozenset(f"Handler {name!r} succeeded." for name in HANDLERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.QUIET
+
+
 def _api_client() -> client.ApiClient:
     configuration = client.Configuration()
     if os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
         config.load_kube_config(client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
+    # A connection for every thread that calls at once (the sync workers, the resync's, the
+    # job link's, expiry, the settled watch, the leader election): with the library's default
+    # (5 per core) a burst discarded and reopened connections, a TLS handshake each.
+    configuration.connection_pool_maxsize = API_CONNECTIONS
     return TimedApiClient(configuration)
 
 
@@ -222,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
+    logging.getLogger("kopf.objects").addFilter(_QuietQueueing())
     try:
         settings = load_config()
     except ConfigError as exc:
@@ -243,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     acting = supervisor.acting
     storage = Storage.from_env()
     runtime = Runtime(settings, Kube(api, acting), storage)
+    runtime.events = EventQueue(runtime.kube.post_event).start()
     metrics.LEADING.set_function(lambda: 1.0 if acting() else 0.0)
     serve(args.port, lambda: supervisor.ready.is_set() and acting())
     # Every replica serves the link, standby too: the pods' calls need no leadership.

@@ -175,7 +175,7 @@ def sync(rt: Runtime, acting: Callable[[], bool], namespace: str, name: str) -> 
     if not acting():
         return
     try:
-        reconcile(rt, namespace, name, rt.view, rt.kube.post_event, rt.batch_of)
+        reconcile(rt, namespace, name, rt.view, rt.post_event, rt.batch_of)
     except NotLeadingError:
         log.info("%s/%s: left to the replica that leads", namespace, name)
 
@@ -211,10 +211,16 @@ def _names(body: kopf.Body) -> list[str]:
     return [m.name for m in members] or [annotations.get(NAME_ANNOTATION, "")]
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, when=_unfinished)
-@kopf.on.create(GROUP, VERSION, PLURAL, when=_unfinished)
-async def on_separation_job(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _queue(memo, namespace, name, URGENT)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_separation_job(
+    event: kopf.RawEvent, status: Any, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """At first sight: created, or listed as the operator starts (Kopf's type None). A
+    creation handler would wait for Kopf's first write (its finalizer) and the event that
+    brings it back; under a burst that was seconds a SeparationJob. Later changes are the
+    sync's own writes, the job link's and the resync's business."""
+    if event.get("type") in (None, "ADDED") and _unfinished(status):
+        _queue(memo, namespace, name, URGENT)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={UID_LABEL: kopf.PRESENT})

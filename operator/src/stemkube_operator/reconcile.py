@@ -22,6 +22,7 @@ from stemkube_contract.resource import KEEP_INPUT_ANNOTATION
 from stemkube_operator import ledger, metrics, settled
 from stemkube_operator.admission import refusal
 from stemkube_operator.config import OperatorConfig
+from stemkube_operator.events import EventPoster, EventQueue
 from stemkube_operator.jobspec import build_batch_job, source_url
 from stemkube_operator.kube import JobRefusedError, Kube, KueueAbsentError
 from stemkube_operator.queue import Entry, companions, line_up, queue_position
@@ -42,9 +43,8 @@ from stemkube_operator.workqueue import URGENT, WorkQueue
 log = logging.getLogger(__name__)
 
 FINISHED_MEMORY = 60.0  # seconds: the index has long caught up by then
+POD_CREATION_GRACE = 3.0  # seconds a Job may be without pods before we ask why
 
-# (the SeparationJob, event type "Normal"/"Warning", reason, message)
-EventPoster = Callable[[dict[str, Any], str, str, str], None]
 WARNING_REASONS = (
     "Unschedulable",
     "ErrImagePull",
@@ -82,6 +82,11 @@ class Runtime:
     # uid -> when this process recorded it finished: the index shows it a moment later, and
     # until then the line (with a limit) would still count its slot as taken.
     finished: dict[str, float] = field(default_factory=dict)
+    # The transition Events' poster (events.py); None: each sync posts its own.
+    events: EventQueue | None = None
+
+    def post_event(self, cr: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        (self.events.post if self.events else self.kube.post_event)(cr, kind, reason, message)
 
     def record_finished(self, uid: str) -> None:
         now = time.monotonic()
@@ -185,6 +190,8 @@ def _admit(
                 return ahead, None
             members += _joining(rt, entries, uid)
         job = rt.kube.create_job(build_batch_job(members, rt.config))
+        if not _owned_by(job, uid):  # an earlier SeparationJob's, that a 409 answered with
+            return None, job
         name = job["metadata"]["name"]
         if uid not in rt.admitted:
             metrics.JOBS_CREATED.inc()
@@ -233,12 +240,16 @@ def reconcile(
     uid = cr["metadata"]["uid"]
     # Its Job: the one its status names, the one this process just gave it, a batch that
     # names it (an operator that died before writing the status), else its own.
-    wanted = old.get("jobName") or rt.admitted.get(uid) or batch_of(uid) or job_name(name)
-    job = rt.kube.read_job(namespace, wanted)
+    given = old.get("jobName") or rt.admitted.get(uid) or batch_of(uid)
+    wanted = given or job_name(name)
+    # A new one, with nothing in line before it, has no Job to read: the creation says if one
+    # exists (a 409 answers with it). Under a burst that read was a fifth of a new
+    # SeparationJob's calls (issue #18). With a limit it is read: a Job of its own that an
+    # operator made before it died must count as running, not queue behind the others.
+    new = not old and not given and rt.config.max_running <= 0
+    job = None if new else rt.kube.read_job(namespace, wanted)
     if job is not None and not _owned_by(job, uid):
-        # A Job left by an earlier SeparationJob of the same name; the garbage collector is
-        # removing it. Ours is created on a later sync.
-        log.info("job %s/%s belongs to an earlier SeparationJob; waiting", namespace, name)
+        _not_ours(namespace, name)
         return
     queued_ahead = None
     just_created = False
@@ -250,6 +261,9 @@ def reconcile(
             queued_ahead, job = _admit(rt, cr, everyone, batch_of)
         except JobRefusedError as exc:
             refused = _job_refusal(exc, cr["spec"])
+        if job is not None and not _owned_by(job, uid):
+            _not_ours(namespace, name)
+            return
         just_created = job is not None and job["metadata"]["name"] == wanted
     # A Job created a moment ago has no pods yet: spare the API server the list.
     pods = rt.kube.list_pods(namespace, _pods_label(job)) if job and not just_created else []
@@ -264,9 +278,9 @@ def reconcile(
         result_size = rt.storage.size(output["bucket"], output["key"])
     workload, kueue_absent = _workload(rt, job) if job and not just_created else (None, False)
     failure = None
-    if job is not None and not just_created and not pods and _runnable(job):
-        failure = rt.kube.pod_creation_failure(namespace, job["metadata"]["uid"])
     now = datetime.datetime.now(datetime.UTC)
+    if job is not None and not pods and _runnable(job) and _podless_for_long(job, now):
+        failure = rt.kube.pod_creation_failure(namespace, job["metadata"]["uid"])
     observed = Observed(
         job, pods, queued_ahead, result_size, refused, workload, kueue_absent, failure
     )
@@ -365,6 +379,20 @@ def _workload(rt: Runtime, job: dict[str, Any]) -> tuple[dict[str, Any] | None, 
         return rt.kube.find_workload(meta["namespace"], meta["uid"]), False
     except KueueAbsentError:
         return None, True
+
+
+def _not_ours(namespace: str, name: str) -> None:
+    # A Job left by an earlier SeparationJob of the same name; the garbage collector is
+    # removing it. Ours is created on a later sync.
+    log.info("job %s/%s belongs to an earlier SeparationJob; waiting", namespace, name)
+
+
+def _podless_for_long(job: dict[str, Any], now: datetime.datetime) -> bool:
+    """Whether a Job without pods is old enough to ask the Job controller why (its
+    FailedCreate events): it makes the pod within a second or two, and under a burst the
+    question was a seventh of the API calls of a Job's first syncs (issue #18)."""
+    created = parse_time(job["metadata"].get("creationTimestamp"))
+    return created is None or (now - created).total_seconds() >= POD_CREATION_GRACE
 
 
 def _runnable(job: dict[str, Any]) -> bool:

@@ -10,22 +10,30 @@ calls).
 
 ``URGENT`` keys go first: a SeparationJob that waits for its Job, or whose Job has just ended
 (the two moments a person waits for); ``ROUTINE`` ones (a pod's progress, the resync) when no
-urgent one waits. An urgent add of a key queued as routine moves it up.
+urgent one waits, and ROUTINE_DELAY after they were first asked for: a pod's first changes
+come within a second of each other (created, scheduled, started), and one sync sees them all.
+An urgent add of a key queued as routine moves it up.
 """
 
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 URGENT, ROUTINE = 0, 1
+ROUTINE_DELAY = 1.0  # seconds
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(
+        self, delay: float = ROUTINE_DELAY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._delay, self._clock = delay, clock
+        self._ready: dict[Key, float] = {}  # a routine key -> when it may be synced
         self._cond = threading.Condition()
         self._lines: tuple[collections.deque[Key], ...] = (collections.deque(), collections.deque())
         self._queued: dict[Key, int] = {}  # key -> its level, while it waits
@@ -45,19 +53,30 @@ class WorkQueue:
                 return
             if queued is not None:
                 self._lines[queued].remove(key)  # moved up: rare, and the lines are short then
+                self._ready.pop(key, None)
             self._queued[key] = level
             self._lines[level].append(key)
+            if level == ROUTINE:
+                self._ready[key] = self._clock() + self._delay
             self._cond.notify()
 
     def get(self) -> Key | None:
         """The next key, marked as being synced (``done`` ends that); None once closed."""
         with self._cond:
-            while not self._closed and not any(self._lines):
-                self._cond.wait()
-            if self._closed:
+            while not self._closed:
+                urgent, routine = self._lines
+                if urgent:
+                    key = urgent.popleft()
+                    break
+                # The routine line is in the order of readiness: all wait the same delay.
+                wait = self._ready[routine[0]] - self._clock() if routine else None
+                if wait is not None and wait <= 0:
+                    key = routine.popleft()
+                    del self._ready[key]
+                    break
+                self._cond.wait(wait)
+            else:
                 return None
-            line = next(line for line in self._lines if line)
-            key = line.popleft()
             del self._queued[key]
             self._processing.add(key)
             return key
