@@ -162,7 +162,7 @@ bench-gpu: ## on a GPU machine: the separator's GPU benchmark from the wheels in
 	bash separator-image/bench/bench-gpu.sh $(GPU_WHEELS)
 
 .PHONY: bench-operator
-bench-operator: venv tools ## operator latency over 100 SeparationJobs at once (and through a real Kueue), etcd bytes per finished job, memory with 10,000 finished
+bench-operator: venv tools ## operator latency over 100 and 1,000 SeparationJobs at once (p50/p95/p99, API calls and CPU by process) and through a real Kueue, etcd bytes per finished job, memory with 10,000 finished
 	PYTHONPATH=. $(PY) operator/bench/bench_operator.py
 
 .PHONY: bench-api

@@ -231,7 +231,14 @@ async def on_job(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) ->
 
 
 @kopf.on.event("", "v1", "pods", labels={UID_LABEL: kopf.PRESENT})
-async def on_pod(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+async def on_pod(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    if event.get("type") == "DELETED" or body.metadata.get("deletionTimestamp"):
+        # A pod on its way out: its Job's own events say what that changes (an eviction, a
+        # preemption, a lost node); after the outcome, it is the retired Job's, two syncs
+        # a separation for nothing.
+        return
     for name in _names(body):
         _queue(memo, namespace, name, ROUTINE)
 
