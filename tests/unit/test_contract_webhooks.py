@@ -28,6 +28,9 @@ BODY = b'{"id":"evt_1"}'
 # printf '1700000000.{"id":"evt_1"}' | openssl dgst -sha256 -hmac 'whsec-known-answer'
 KNOWN = "65b0f1a17485dc492ab9aa8541f245ee6106efdd7911cd7ec143cc63f33c595b"
 T0 = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+# When the delivered jobs ended: now, as deliver() measures its give-up window against the
+# real clock (T0 there failed every delivery a day after it was written).
+ENDED = datetime.datetime.now(datetime.UTC)
 LOOPBACK = AddressPolicy(allow=(ipaddress.ip_network("127.0.0.0/8"),))
 
 
@@ -216,11 +219,11 @@ def test_send_posts_the_signed_body_to_an_allowed_loopback(
     base, handler = loopback
     handler.statuses.append(503)
     body = _payload()
-    first = deliver(f"{base}/h?k=v", body, SECRET, None, T0, webhooks.Backoff(), LOOPBACK)
+    first = deliver(f"{base}/h?k=v", body, SECRET, None, ENDED, webhooks.Backoff(), LOOPBACK)
     assert (first.state, first.attempts, first.last_status) == ("Pending", 1, 503)
     assert first.last_error is not None
     assert "HTTP 503" in first.last_error
-    second = deliver(f"{base}/h?k=v", body, SECRET, first, T0, webhooks.Backoff(), LOOPBACK)
+    second = deliver(f"{base}/h?k=v", body, SECRET, first, ENDED, webhooks.Backoff(), LOOPBACK)
     assert (second.state, second.attempts, second.last_status) == ("Delivered", 2, 200)
     [(path, headers, raw), _] = handler.seen
     assert path == "/h?k=v"
@@ -264,7 +267,7 @@ def test_send_reports_a_closed_port_and_never_shows_the_query() -> None:
 
 def test_no_secret_sends_nothing_and_tries_again(loopback: tuple[str, type[_Answers]]) -> None:
     base, handler = loopback
-    delivery = deliver(base, _payload(), None, None, T0, webhooks.Backoff(), LOOPBACK)
+    delivery = deliver(base, _payload(), None, None, ENDED, webhooks.Backoff(), LOOPBACK)
     assert delivery.state == "Pending"
     assert delivery.last_error is not None
     assert "no webhook secret" in delivery.last_error
