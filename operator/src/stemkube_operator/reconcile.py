@@ -233,8 +233,7 @@ def reconcile(
         if old.get("jobName"):
             retire_job(rt, namespace, rt.kube.read_job(namespace, old["jobName"]), old["phase"])
             # The job link may have written the outcome: its slot is free.
-            rt.record_finished(cr["metadata"]["uid"])
-            _wake_next(rt, everyone, batch_of)
+            _slot_freed(rt, cr["metadata"]["uid"], everyone, batch_of)
         settled.settle(rt.kube, cr)
         return
     uid = cr["metadata"]["uid"]
@@ -293,9 +292,8 @@ def reconcile(
     rt.phases.observe(uid, new_phase, parse_time(cr["metadata"].get("creationTimestamp")))
     if new_phase in TERMINAL:
         rt.admitted.pop(uid, None)
-        rt.record_finished(uid)
         retire_job(rt, namespace, job, new_phase)
-        _wake_next(rt, everyone, batch_of)
+        _slot_freed(rt, uid, everyone, batch_of)
         try:
             settled.settle(rt.kube, written)
         except (ApiException, OSError) as exc:
@@ -317,14 +315,19 @@ def reconcile(
     )
 
 
-def _wake_next(
-    rt: Runtime, everyone: Callable[[], Iterable[dict[str, Any]]], batch_of: BatchLookup
+def _slot_freed(
+    rt: Runtime,
+    uid: str,
+    everyone: Callable[[], Iterable[dict[str, Any]]],
+    batch_of: BatchLookup,
 ) -> None:
-    """A slot is free: the SeparationJobs first in line sync now, not at their resync (up to
-    a minute away with a long line, resync.py)."""
+    """``uid`` finished and its slot is free: the SeparationJobs first in line sync now, not
+    at their resync (up to a minute away with a long line, resync.py). Only with a limit:
+    without one nothing waits, and nothing need be remembered."""
     limit = rt.config.max_running
     if limit <= 0:
         return
+    rt.record_finished(uid)
     line = line_up(entry_of(o, rt.admitted, batch_of, rt.finished) for o in everyone())
     for entry in line.waiting[: line.free(limit)]:
         rt.queue.add((entry.namespace, entry.name), URGENT)
